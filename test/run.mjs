@@ -1,0 +1,26 @@
+// Runs the compiled tests with Node's own test runner.
+// Unit tests run in parallel; integration tests (each starts its own Mosquitto and daemon with a real
+// model) run two at a time on this project's 2-core machines.
+import {spawnSync} from "node:child_process";
+import {readdirSync, existsSync} from "node:fs";
+import {join} from "node:path";
+
+const which = process.argv[2] ?? "all";
+const root = new URL("../dist/test/", import.meta.url).pathname;
+const list = (dir) => existsSync(join(root, dir))
+    ? readdirSync(join(root, dir)).filter((f) => f.endsWith(".test.js")).sort().map((f) => join(root, dir, f))
+    : [];
+
+const groups = [];
+if (which === "all" || which === "unit") groups.push({files: list("unit"), concurrency: 4});
+if (which === "all" || which === "integration") groups.push({files: list("integration"), concurrency: 2});
+if (which === "faults") groups.push({files: list("faults"), concurrency: 1});
+
+let failed = false;
+for (const g of groups) {
+    if (g.files.length === 0) continue;
+    const r = spawnSync(process.execPath, ["--test", `--test-concurrency=${g.concurrency}`, "--test-timeout=300000", ...g.files],
+        {stdio: "inherit"});
+    if (r.status !== 0) failed = true;
+}
+process.exit(failed ? 1 : 0);
