@@ -1,0 +1,55 @@
+/** `qwen-edge run`: the daemon, until SIGTERM or SIGINT. */
+import {availableParallelism} from "node:os";
+import {loadConfig, redactedConfig} from "../config.js";
+import {Daemon} from "../daemon.js";
+import {ConfigError, describeError} from "../errors.js";
+import {createLogger} from "../log.js";
+import {packageVersion} from "../version.js";
+import {splitArgs} from "./args.js";
+import {EXIT} from "./exit.js";
+
+export async function runCommand(args: string[]): Promise<number> {
+    const {positional, config: configArgs} = splitArgs(args);
+    if (positional.length > 0) throw new ConfigError(`run takes no positional arguments (got "${positional[0]}")`);
+    const config = loadConfig({args: configArgs});
+    const log = createLogger(config.log.level);
+    const threads = config.inference.threads > 0 ? config.inference.threads : availableParallelism();
+    const modelPath = config.model.path;
+    if (modelPath === "") throw new ConfigError("model.path: no model given; pass --model-path FILE.gguf");
+    log.info("qwen-edge starting", {version: packageVersion(), pid: process.pid, device: config.device.id, threads,
+        config: redactedConfig(config)});
+
+    const daemon = new Daemon({config, log, modelPath, threads});
+    let signals = 0;
+    const stopped = new Promise<number>((resolve) => {
+        const onSignal = (signal: NodeJS.Signals): void => {
+            signals++;
+            if (signals > 1) {
+                log.warn("second signal: exiting now", {signal});
+                process.exit(EXIT.failure);
+            }
+            log.info("signal received", {signal});
+            // A stuck shutdown must not hang the unit: systemd would SIGKILL us anyway, later.
+            setTimeout(() => {
+                log.error("shutdown took too long; exiting");
+                process.exit(EXIT.failure);
+            }, config.shutdown.drainMs + 15_000).unref();
+            daemon.stop().then(() => resolve(EXIT.ok), (err: unknown) => {
+                log.error("shutdown failed", describeError(err));
+                resolve(EXIT.failure);
+            });
+        };
+        process.on("SIGTERM", onSignal);
+        process.on("SIGINT", onSignal);
+    });
+    process.on("uncaughtException", (err) => {
+        log.error("uncaught exception; exiting so the service manager restarts us", describeError(err));
+        process.exit(EXIT.failure);
+    });
+    process.on("unhandledRejection", (err) => {
+        log.error("unhandled rejection; exiting so the service manager restarts us", describeError(err));
+        process.exit(EXIT.failure);
+    });
+    await daemon.start();
+    return stopped;
+}

@@ -1,0 +1,110 @@
+/**
+ * The configuration schema: every key, its doc, format and default. Environment variable and CLI
+ * argument names are derived from the path in config.ts. `qwen-edge config --example` renders this
+ * as deploy/config.example.yaml.
+ */
+import type convict from "convict";
+
+export interface QwenEdgeConfigShape {
+    device: {id: string};
+    mqtt: {
+        url: string; baseTopic: string; clientId: string; fleetGroup: string;
+        username: string; passwordFile: string; ca: string; cert: string; key: string;
+        keepaliveSeconds: number; sessionExpirySeconds: number; connectTimeoutMs: number;
+        reconnectMinMs: number; reconnectMaxMs: number;
+    };
+    model: {
+        path: string; dir: string; variant: string; quants: string[]; repository: string;
+        download: boolean; reserveBytes: number; hfToken: string;
+    };
+    inference: {
+        threads: number; contextSize: number; batchSize: number; parallel: number; maxQueue: number;
+        maxTokensCap: number; defaultMaxTokens: number; defaultTimeoutMs: number; maxTimeoutMs: number;
+        maxPayloadBytes: number; systemPrompt: string; temperature: number; topP: number; topK: number;
+        presencePenalty: number; streamIntervalMs: number;
+    };
+    state: {dir: string};
+    shutdown: {drainMs: number};
+    log: {level: string};
+}
+
+export interface SchemaNode {
+    doc: string;
+    format: unknown;
+    default: unknown;
+    sensitive?: boolean;
+    nullable?: boolean;
+}
+
+const levels = ["error", "warn", "info", "debug"];
+
+export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
+    device: {
+        id: {doc: "This device's id in MQTT topics (a-z, 0-9, _ and -). Empty: the sanitized hostname.", format: String, default: ""}
+    },
+    mqtt: {
+        url: {doc: "Broker URL: mqtt://host:1883 or mqtts://host:8883 (TLS).", format: (v: unknown) => assertUrl(v, ["mqtt:", "mqtts:", "tcp:", "ssl:", "ws:", "wss:"]), default: "mqtt://127.0.0.1:1883"},
+        baseTopic: {doc: "First level of every qwen-edge topic.", format: String, default: "qwen-edge"},
+        clientId: {doc: "MQTT client id; fixed so the broker keeps our session. Empty: qwen-edge-{device.id}.", format: String, default: ""},
+        fleetGroup: {doc: "Shared-subscription group for the fleet queue $share/{group}/{base}/fleet/request. Empty disables it.", format: String, default: "qwen-edge"},
+        username: {doc: "Broker username (empty: none).", format: String, default: ""},
+        passwordFile: {doc: "File holding the broker password (never pass a password on the command line). Under systemd the credential 'mqtt-password' is used when this is empty.", format: String, default: ""},
+        ca: {doc: "PEM file of the CA that signed the broker's certificate (mqtts).", format: String, default: ""},
+        cert: {doc: "PEM client certificate for mutual TLS (with mqtt.key).", format: String, default: ""},
+        key: {doc: "PEM private key of the client certificate.", format: String, default: ""},
+        keepaliveSeconds: {doc: "MQTT keepalive; a dead connection is noticed within 1.5x this.", format: "nat", default: 30},
+        sessionExpirySeconds: {doc: "How long the broker keeps our session (and queued QoS 1 requests) while we are away.", format: "nat", default: 86400},
+        connectTimeoutMs: {doc: "Time allowed for one connection attempt.", format: "nat", default: 10000},
+        reconnectMinMs: {doc: "First reconnect delay; doubles per failed attempt up to mqtt.reconnectMaxMs.", format: "nat", default: 1000},
+        reconnectMaxMs: {doc: "Longest reconnect delay.", format: "nat", default: 60000}
+    },
+    model: {
+        path: {doc: "Path of a GGUF to load. Set it to skip the memory-based choice.", format: String, default: ""},
+        dir: {doc: "Where models are kept (and downloaded to). Empty: $CACHE_DIRECTORY/models under systemd, else ~/.cache/qwen-edge/models.", format: String, default: ""},
+        variant: {doc: "Which Qwen3.5 size: auto picks the largest that fits in memory.", format: ["auto", "0.8b", "2b", "4b", "9b"], default: "auto"},
+        quants: {doc: "Quantizations to consider, in order of preference.", format: Array, default: ["Q4_K_M", "Q8_0"]},
+        repository: {doc: "Hugging Face repository pattern; {size} is replaced by 0.8B, 2B, 4B or 9B.", format: String, default: "unsloth/Qwen3.5-{size}-GGUF"},
+        download: {doc: "Download the chosen model when it is not in model.dir.", format: Boolean, default: true},
+        reserveBytes: {doc: "Memory kept free for the OS and the daemon itself when choosing a model (bytes).", format: "nat", default: 512 * 1024 * 1024},
+        hfToken: {doc: "Hugging Face token for gated downloads (or HF_TOKEN).", format: String, default: "", sensitive: true}
+    },
+    inference: {
+        threads: {doc: "CPU threads for generation. 0: the CPUs available to this process (cgroup cpu.max and affinity).", format: "nat", default: 0},
+        contextSize: {doc: "Context size in tokens, shared by the parallel sequences (never the model's 262k).", format: "nat", default: 4096},
+        batchSize: {doc: "Prompt batch size; the compute buffer grows with n_vocab x batch, keep it small on small devices.", format: "nat", default: 128},
+        parallel: {doc: "Requests generated at the same time (sequences of one context).", format: "nat", default: 1},
+        maxQueue: {doc: "Accepted requests waiting for a slot; more are refused with queue_full.", format: "nat", default: 32},
+        maxTokensCap: {doc: "Largest maxTokens a request may ask for.", format: "nat", default: 2048},
+        defaultMaxTokens: {doc: "maxTokens when a request gives none.", format: "nat", default: 256},
+        defaultTimeoutMs: {doc: "Deadline of a request (queue + generation) when it gives no timeoutMs.", format: "nat", default: 120000},
+        maxTimeoutMs: {doc: "Largest timeoutMs a request may ask for.", format: "nat", default: 600000},
+        maxPayloadBytes: {doc: "Largest request payload accepted (bytes).", format: "nat", default: 65536},
+        systemPrompt: {doc: "System prompt used when a request gives none.", format: String, default: "You are a helpful assistant running on a small edge device. Answer briefly and precisely."},
+        temperature: {doc: "Default sampling temperature (0 = greedy). Qwen's card: 0.7 without thinking.", format: Number, default: 0.7},
+        topP: {doc: "Default top-p.", format: Number, default: 0.8},
+        topK: {doc: "Default top-k.", format: "nat", default: 20},
+        presencePenalty: {doc: "Presence penalty (Qwen's card recommends 1.5; 0 disables).", format: Number, default: 1.5},
+        streamIntervalMs: {doc: "Streamed chunks are coalesced over this many milliseconds.", format: "nat", default: 50}
+    },
+    state: {
+        dir: {doc: "Where the job journal lives. Empty: $STATE_DIRECTORY under systemd, else ~/.local/state/qwen-edge.", format: String, default: ""}
+    },
+    shutdown: {
+        drainMs: {doc: "On SIGTERM, how long running generations may finish before they are stopped and kept for the next start.", format: "nat", default: 10000}
+    },
+    log: {
+        level: {doc: "Log level.", format: levels, default: "info"}
+    }
+};
+
+function assertUrl(value: unknown, protocols: string[]): void {
+    if (typeof value !== "string") throw new Error("must be a URL string");
+    let url: URL;
+    try {
+        url = new URL(value);
+    } catch {
+        throw new Error(`must be a URL like mqtt://host:1883 (got "${value}")`);
+    }
+    if (!protocols.includes(url.protocol)) throw new Error(`must use one of ${protocols.map((p) => p.replace(":", "://")).join(", ")} (got "${url.protocol}//")`);
+    if (url.password) throw new Error("must not contain a password: use mqtt.passwordFile");
+}

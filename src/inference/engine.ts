@@ -1,0 +1,268 @@
+/**
+ * The inference engine: node-llama-cpp with one model, one context and a pool of `parallel`
+ * sequences. Each generation takes a sequence from the pool, runs a fresh chat on it with Qwen3.5's
+ * chat wrapper (thinking decided per request), and returns the sequence clean.
+ */
+import {
+    getLlama, LlamaChatSession, LlamaLogLevel, QwenChatWrapper,
+    type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel
+} from "node-llama-cpp";
+import {ModelUnavailableError, RequestError} from "../errors.js";
+import type {Logger} from "../log.js";
+
+export interface SamplingDefaults {
+    temperature: number;
+    topP: number;
+    topK: number;
+    presencePenalty: number;
+}
+
+export interface EngineOptions {
+    modelPath: string;
+    /** generation threads; never left to node-llama-cpp's default (FACTS.md: 40-60x slower) */
+    threads: number;
+    /** tokens per sequence */
+    contextSize: number;
+    batchSize: number;
+    /** sequences that generate at the same time */
+    parallel: number;
+    systemPrompt: string;
+    sampling: SamplingDefaults;
+}
+
+export interface EngineDeps {
+    log: Logger;
+    options: EngineOptions;
+}
+
+export interface ChatTurn {
+    role: "system" | "user" | "assistant";
+    content: string;
+}
+
+export interface GenerateParams {
+    id: string;
+    prompt?: string;
+    messages?: ChatTurn[];
+    system?: string;
+    maxTokens: number;
+    temperature?: number;
+    topP?: number;
+    topK?: number;
+    minP?: number;
+    seed?: number;
+    stop?: string[];
+    jsonSchema?: object;
+    /** false: no thoughts; a number: thought budget in tokens */
+    thoughtBudget: false | number;
+    signal: AbortSignal;
+    /** answer text as it is generated (thoughts are not streamed) */
+    onTextDelta?: (delta: string) => void;
+    /** called once, when the first token arrives */
+    onFirstToken?: () => void;
+}
+
+export interface GenerateResult {
+    text: string;
+    thinking: string | null;
+    json: unknown;
+    finishReason: "stop" | "length" | "aborted";
+    promptTokens: number;
+    completionTokens: number;
+    /** from start of generation (prompt evaluation included) to the first token */
+    ttftMs: number | null;
+    totalMs: number;
+}
+
+export interface EngineStats {
+    modelPath: string;
+    contextSize: number;
+    threads: number;
+    parallel: number;
+    busySequences: number;
+}
+
+export class Engine {
+    private readonly deps: EngineDeps;
+    private llama: Llama | null = null;
+    private model: LlamaModel | null = null;
+    private context: LlamaContext | null = null;
+    private freeSequences: LlamaContextSequence[] = [];
+    private readonly wrappers = {
+        off: new QwenChatWrapper({variation: "3.5", thoughts: "discourage"}),
+        on: new QwenChatWrapper({variation: "3.5", thoughts: "auto"})
+    };
+    private readonly grammars = new Map<string, LlamaJsonSchemaGrammar<never>>();
+
+    public constructor(deps: EngineDeps) {
+        this.deps = deps;
+    }
+
+    public async start(): Promise<void> {
+        const {options, log} = this.deps;
+        const started = Date.now();
+        this.llama = await getLlama({
+            gpu: false, build: "never", maxThreads: options.threads, logLevel: LlamaLogLevel.warn,
+            logger: (level, message) => {
+                const text = message.trim();
+                if (text === "") return;
+                if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) log.error("llama.cpp", {detail: text});
+                else log.debug("llama.cpp", {detail: text});
+            }
+        });
+        try {
+            this.model = await this.llama.loadModel({modelPath: options.modelPath, gpuLayers: 0});
+        } catch (err) {
+            throw new ModelUnavailableError(`cannot load ${options.modelPath}: ${(err as Error).message}`, {cause: err});
+        }
+        this.context = await this.model.createContext({
+            contextSize: options.contextSize,
+            sequences: options.parallel,
+            batchSize: options.batchSize,
+            threads: options.threads
+        });
+        for (let i = 0; i < options.parallel; i++) this.freeSequences.push(this.context.getSequence());
+        log.info("model loaded", {
+            modelPath: options.modelPath, ms: Date.now() - started, contextSize: this.context.contextSize,
+            threads: options.threads, parallel: options.parallel, batchSize: options.batchSize,
+            modelBytes: this.model.size
+        });
+    }
+
+    public async stop(): Promise<void> {
+        const llama = this.llama;
+        this.llama = null;
+        this.model = null;
+        this.context = null;
+        this.freeSequences = [];
+        this.grammars.clear();
+        if (llama) await llama.dispose();
+    }
+
+    public get contextSize(): number {
+        return this.context?.contextSize ?? this.deps.options.contextSize;
+    }
+
+    public stats(): EngineStats {
+        const o = this.deps.options;
+        return {modelPath: o.modelPath, contextSize: this.contextSize, threads: o.threads, parallel: o.parallel,
+            busySequences: o.parallel - this.freeSequences.length};
+    }
+
+    /** Runs one request on a free sequence. The scheduler never asks for more than `parallel` at once. */
+    public async generate(params: GenerateParams): Promise<GenerateResult> {
+        const model = this.model;
+        const sequence = this.freeSequences.pop();
+        if (!model || !this.llama || !sequence) throw new RequestError("model_unavailable", "the model is not loaded");
+        const started = Date.now();
+        try {
+            return await this.runChat(model, sequence, params, started);
+        } finally {
+            // A fresh history per request: the next job must not see this one's tokens.
+            await sequence.clearHistory().catch(() => undefined);
+            this.freeSequences.push(sequence);
+        }
+    }
+
+    private async runChat(model: LlamaModel, sequence: LlamaContextSequence, p: GenerateParams, started: number): Promise<GenerateResult> {
+        const {history, last, system} = toChatHistory(p, this.deps.options.systemPrompt);
+        const wrapper = p.thoughtBudget === false ? this.wrappers.off : this.wrappers.on;
+        const promptTokens = this.countPromptTokens(model, wrapper, history, last);
+        if (promptTokens + p.maxTokens > this.contextSize) {
+            throw new RequestError("exceed_context_size",
+                `prompt (${promptTokens} tokens) + maxTokens (${p.maxTokens}) exceeds the context size (${this.contextSize} tokens)`,
+                {promptTokens, maxTokens: p.maxTokens, contextSize: this.contextSize});
+        }
+        const grammar = p.jsonSchema ? await this.grammarFor(p.jsonSchema) : undefined;
+        const session = new LlamaChatSession({contextSequence: sequence, chatWrapper: wrapper, autoDisposeSequence: false,
+            systemPrompt: system});
+        session.setChatHistory(history);
+        let ttftMs: number | null = null;
+        let completionTokens = 0;
+        const thoughts: string[] = [];
+        const d = this.deps.options.sampling;
+        try {
+            const result = await session.promptWithMeta(last, {
+                maxTokens: p.maxTokens,
+                temperature: p.temperature ?? d.temperature,
+                topP: p.topP ?? d.topP,
+                topK: p.topK ?? d.topK,
+                ...(p.minP !== undefined ? {minP: p.minP} : {}),
+                ...(p.seed !== undefined ? {seed: p.seed} : {}),
+                ...(d.presencePenalty > 0 ? {repeatPenalty: {presencePenalty: d.presencePenalty}} : {}),
+                ...(p.stop && p.stop.length > 0 ? {customStopTriggers: p.stop} : {}),
+                ...(grammar ? {grammar} : {}),
+                budgets: {thoughtTokens: p.thoughtBudget === false ? 0 : p.thoughtBudget},
+                signal: p.signal,
+                stopOnAbortSignal: true,
+                onToken: (tokens) => {
+                    if (ttftMs === null) {
+                        ttftMs = Date.now() - started;
+                        p.onFirstToken?.();
+                    }
+                    completionTokens += tokens.length;
+                },
+                onResponseChunk: (chunk) => {
+                    if (chunk.type === "segment") {
+                        if (chunk.segmentType === "thought") thoughts.push(chunk.text);
+                    } else if (chunk.text !== "") p.onTextDelta?.(chunk.text);
+                }
+            });
+            const finishReason = result.stopReason === "abort" ? "aborted" : result.stopReason === "maxTokens" ? "length" : "stop";
+            let json: unknown = undefined;
+            if (grammar && finishReason === "stop") {
+                try {
+                    json = grammar.parse(result.responseText);
+                } catch {
+                    json = undefined; // a cut-off JSON answer is returned as text only
+                }
+            }
+            return {text: result.responseText, thinking: thoughts.length > 0 ? thoughts.join("") : null, json,
+                finishReason, promptTokens, completionTokens, ttftMs, totalMs: Date.now() - started};
+        } catch (err) {
+            // Aborted before the first token: node-llama-cpp throws the signal's reason.
+            if (p.signal.aborted) {
+                return {text: "", thinking: null, json: undefined, finishReason: "aborted", promptTokens, completionTokens,
+                    ttftMs, totalMs: Date.now() - started};
+            }
+            throw err;
+        } finally {
+            session.dispose({disposeSequence: false});
+        }
+    }
+
+    private countPromptTokens(model: LlamaModel, wrapper: QwenChatWrapper, history: ChatHistoryItem[], last: string): number {
+        const {contextText} = wrapper.generateContextState({chatHistory: [...history, {type: "user", text: last}, {type: "model", response: []}]});
+        return contextText.tokenize(model.tokenizer).length;
+    }
+
+    private async grammarFor(schema: object): Promise<LlamaJsonSchemaGrammar<never>> {
+        const key = JSON.stringify(schema);
+        let grammar = this.grammars.get(key);
+        if (!grammar) {
+            try {
+                grammar = await this.llama!.createGrammarForJsonSchema(schema as never);
+            } catch (err) {
+                throw new RequestError("invalid_request", `jsonSchema is not supported: ${(err as Error).message}`);
+            }
+            if (this.grammars.size >= 32) this.grammars.clear(); // bounded: schemas come from the network
+            this.grammars.set(key, grammar);
+        }
+        return grammar;
+    }
+}
+
+/** Splits a request into node-llama-cpp chat history and the final user prompt. */
+export function toChatHistory(p: Pick<GenerateParams, "prompt" | "messages" | "system">, defaultSystem: string): {history: ChatHistoryItem[]; last: string; system: string} {
+    const turns = p.messages ?? [{role: "user" as const, content: p.prompt ?? ""}];
+    const systemTurns = turns.filter((t) => t.role === "system");
+    const system = p.system ?? (systemTurns.length > 0 ? systemTurns.map((t) => t.content).join("\n\n") : defaultSystem);
+    const history: ChatHistoryItem[] = [{type: "system", text: system}];
+    const rest = turns.filter((t) => t.role !== "system");
+    const lastTurn = rest[rest.length - 1];
+    for (const t of rest.slice(0, -1)) {
+        if (t.role === "user") history.push({type: "user", text: t.content});
+        else history.push({type: "model", response: [t.content]});
+    }
+    return {history, last: lastTurn?.content ?? "", system};
+}

@@ -1,0 +1,192 @@
+/**
+ * Scheduler: a bounded FIFO queue in front of `parallel` generation slots, with per-job deadlines
+ * and cancellation. It knows nothing of MQTT or the model: `run` does the work, `expire` answers a
+ * job that ended before it ran. An AbortSignal's reason tells `run` why it was stopped.
+ */
+import {RequestError} from "../errors.js";
+import type {Logger} from "../log.js";
+
+export type StopReason = "cancelled" | "timeout" | "shutdown";
+
+export interface SchedulableJob {
+    id: string;
+    /** epoch ms after which the job is answered `timeout` */
+    deadline: number;
+}
+
+export interface SchedulerDeps<J extends SchedulableJob> {
+    log: Logger;
+    maxQueue: number;
+    parallel: number;
+    /** runs one job; resolves when it is answered. Must not reject for request-level failures. */
+    run: (job: J, signal: AbortSignal, queuedMs: number) => Promise<void>;
+    /** answers a job that never ran (cancelled or timed out while queued) */
+    expire: (job: J, reason: Exclude<StopReason, "shutdown">) => void;
+}
+
+export interface SchedulerStats {
+    queued: number;
+    running: number;
+    completed: number;
+    expired: number;
+    rejected: number;
+    avgJobMs: number | null;
+    paused: boolean;
+}
+
+interface Entry<J> {
+    job: J;
+    queuedAt: number;
+    controller: AbortController;
+    timer: NodeJS.Timeout | null;
+    running: boolean;
+}
+
+export class Scheduler<J extends SchedulableJob> {
+    private readonly deps: SchedulerDeps<J>;
+    private readonly queue: Entry<J>[] = [];
+    private readonly running = new Map<string, Entry<J>>();
+    private readonly idle = new Set<() => void>();
+    private accepting = true;
+    private paused = false;
+    private completed = 0;
+    private expired = 0;
+    private rejected = 0;
+    private avgJobMs: number | null = null;
+    /** jobs stopped by `stop()` before they finished: they stay pending in the job store */
+    private abortedAtStop = 0;
+
+    public constructor(deps: SchedulerDeps<J>) {
+        this.deps = deps;
+    }
+
+    /** Queues a job or throws RequestError `queue_full` (with a retry estimate) / `shutting_down`. */
+    public submit(job: J, options: {force?: boolean} = {}): void {
+        if (!this.accepting) throw new RequestError("shutting_down", "the daemon is shutting down");
+        if (this.isFull() && options.force !== true) throw this.refuse();
+        const entry: Entry<J> = {job, queuedAt: Date.now(), controller: new AbortController(), timer: null, running: false};
+        entry.timer = setTimeout(() => this.stopEntry(entry, "timeout"), Math.max(0, job.deadline - Date.now()));
+        this.queue.push(entry);
+        this.pump();
+    }
+
+    public isFull(): boolean {
+        return this.queue.length >= this.deps.maxQueue;
+    }
+
+    /** Counts a refusal and returns the `queue_full` error, with an estimate of when to retry. */
+    public refuse(): RequestError {
+        this.rejected++;
+        return new RequestError("queue_full", `the queue is full (${this.deps.maxQueue} waiting)`, {retryAfterMs: this.retryAfterMs()});
+    }
+
+    /** Removes and returns every queued job (e.g. to answer them when the model cannot load). */
+    public takeQueued(): J[] {
+        const taken = this.queue.splice(0);
+        for (const e of taken) if (e.timer) clearTimeout(e.timer);
+        return taken.map((e) => e.job);
+    }
+
+    /** Cancels a queued or running job; false when no such job is here. */
+    public cancel(id: string): boolean {
+        const entry = this.running.get(id) ?? this.queue.find((e) => e.job.id === id);
+        if (!entry) return false;
+        this.stopEntry(entry, "cancelled");
+        return true;
+    }
+
+    public has(id: string): boolean {
+        return this.running.has(id) || this.queue.some((e) => e.job.id === id);
+    }
+
+    /** While paused (e.g. too hot), queued jobs wait; running ones finish. */
+    public setPaused(paused: boolean): void {
+        this.paused = paused;
+        if (!paused) this.pump();
+    }
+
+    /**
+     * Stops taking work, lets running jobs finish for up to `drainMs`, then aborts them with reason
+     * `shutdown`. Queued jobs are left alone (they stay in the job store for the next start).
+     */
+    public async stop(drainMs: number): Promise<{finished: number; aborted: number; leftQueued: number}> {
+        this.accepting = false;
+        const leftQueued = this.queue.length;
+        for (const e of this.queue.splice(0)) if (e.timer) clearTimeout(e.timer);
+        const before = this.running.size;
+        if (before > 0) {
+            let timer: NodeJS.Timeout | undefined;
+            const drained = await Promise.race([
+                this.whenIdle().then(() => true),
+                new Promise<boolean>((resolve) => {
+                    timer = setTimeout(() => resolve(false), drainMs);
+                })
+            ]);
+            clearTimeout(timer);
+            if (!drained) for (const e of this.running.values()) e.controller.abort("shutdown" satisfies StopReason);
+            await this.whenIdle();
+        }
+        return {finished: before - this.abortedAtStop, aborted: this.abortedAtStop, leftQueued};
+    }
+
+    public stats(): SchedulerStats {
+        return {queued: this.queue.length, running: this.running.size, completed: this.completed, expired: this.expired,
+            rejected: this.rejected, avgJobMs: this.avgJobMs, paused: this.paused};
+    }
+
+    /** Estimated wait until a slot frees for one more job: the queue ahead over the slots. */
+    public retryAfterMs(): number {
+        const per = this.avgJobMs ?? 5000;
+        return Math.max(100, Math.round(((this.queue.length + this.running.size) / this.deps.parallel) * per));
+    }
+
+    private whenIdle(): Promise<void> {
+        if (this.running.size === 0) return Promise.resolve();
+        return new Promise((resolve) => this.idle.add(resolve));
+    }
+
+    private stopEntry(entry: Entry<J>, reason: Exclude<StopReason, "shutdown">): void {
+        if (entry.timer) clearTimeout(entry.timer);
+        entry.timer = null;
+        if (entry.running) {
+            entry.controller.abort(reason);
+            return;
+        }
+        const index = this.queue.indexOf(entry);
+        if (index < 0) return;
+        this.queue.splice(index, 1);
+        this.expired++;
+        this.deps.log.info("job ended before running", {id: entry.job.id, reason, queuedMs: Date.now() - entry.queuedAt});
+        this.deps.expire(entry.job, reason);
+    }
+
+    private pump(): void {
+        while (!this.paused && this.accepting && this.running.size < this.deps.parallel && this.queue.length > 0) {
+            const entry = this.queue.shift()!;
+            entry.running = true;
+            this.running.set(entry.job.id, entry);
+            void this.execute(entry);
+        }
+    }
+
+    private async execute(entry: Entry<J>): Promise<void> {
+        const started = Date.now();
+        try {
+            await this.deps.run(entry.job, entry.controller.signal, started - entry.queuedAt);
+        } catch (err) {
+            this.deps.log.error("job runner failed", {id: entry.job.id, message: (err as Error).message});
+        } finally {
+            if (entry.timer) clearTimeout(entry.timer);
+            this.running.delete(entry.job.id);
+            if (entry.controller.signal.reason === "shutdown") this.abortedAtStop++;
+            else {
+                this.completed++;
+                const ms = Date.now() - started;
+                this.avgJobMs = this.avgJobMs === null ? ms : this.avgJobMs * 0.8 + ms * 0.2;
+            }
+            if (this.running.size === 0) for (const resolve of this.idle) resolve();
+            if (this.running.size === 0) this.idle.clear();
+            this.pump();
+        }
+    }
+}

@@ -1,0 +1,216 @@
+/**
+ * MqttLink: the one MQTT.js client. MQTT v5, fixed client id, persistent session (so requests sent
+ * while we are away wait at the broker), a retained `offline` will, and reconnects with exponential
+ * backoff (MQTT.js's own reconnect period is constant, so we drive reconnects ourselves).
+ *
+ * Incoming publishes are handed to `onMessage`; its promise resolving is what sends the PUBACK
+ * (MQTT.js acks when handleMessage's callback runs). The daemon resolves it once the job is on disk.
+ */
+import mqtt, {type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient} from "mqtt";
+import {BrokerError} from "../errors.js";
+import type {Logger} from "../log.js";
+
+export interface LinkOptions {
+    url: string;
+    clientId: string;
+    username?: string;
+    password?: Buffer;
+    ca?: Buffer;
+    cert?: Buffer;
+    key?: Buffer;
+    keepaliveSeconds: number;
+    sessionExpirySeconds: number;
+    connectTimeoutMs: number;
+    reconnectMinMs: number;
+    reconnectMaxMs: number;
+    will: {topic: string; payload: string};
+    /** topic filters with QoS, subscribed on every connect */
+    subscriptions: Array<{filter: string; qos: 0 | 1}>;
+    maxPayloadBytes: number;
+}
+
+export interface LinkDeps {
+    log: Logger;
+    options: LinkOptions;
+    onMessage: (packet: IPublishPacket) => Promise<void>;
+    onConnect: (sessionPresent: boolean) => void;
+    onDisconnect: (reason: string) => void;
+}
+
+export interface LinkStats {
+    connected: boolean;
+    connects: number;
+    reconnects: number;
+    lastConnectAt: string | null;
+    lastError: string | null;
+}
+
+export class MqttLink {
+    private readonly deps: LinkDeps;
+    private client: MqttClient | null = null;
+    private stopping = false;
+    private attempt = 0;
+    private reconnectTimer: NodeJS.Timeout | null = null;
+    private connects = 0;
+    private lastConnectAt: Date | null = null;
+    private lastError: string | null = null;
+    private lastLoggedError: string | null = null;
+    private readonly connectWaiters = new Set<() => void>();
+
+    public constructor(deps: LinkDeps) {
+        this.deps = deps;
+    }
+
+    public start(): void {
+        const o = this.deps.options;
+        const options: IClientOptions = {
+            protocolVersion: 5,
+            clientId: o.clientId,
+            clean: false,
+            keepalive: o.keepaliveSeconds,
+            connectTimeout: o.connectTimeoutMs,
+            reconnectPeriod: 0,
+            queueQoSZero: false,
+            resubscribe: false,
+            properties: {sessionExpiryInterval: o.sessionExpirySeconds, maximumPacketSize: o.maxPayloadBytes + 64 * 1024},
+            will: {topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: 1, retain: true},
+            ...(o.username ? {username: o.username} : {}),
+            ...(o.password ? {password: o.password} : {}),
+            ...(o.ca ? {ca: o.ca} : {}),
+            ...(o.cert ? {cert: o.cert} : {}),
+            ...(o.key ? {key: o.key} : {}),
+            rejectUnauthorized: true
+        };
+        const client = mqtt.connect(o.url, options);
+        this.client = client;
+        client.handleMessage = (packet, done) => {
+            this.deps.onMessage(packet).then(() => done(), (err: unknown) => {
+                // No PUBACK: the broker keeps the message and redelivers it.
+                this.deps.log.error("message not accepted; left for redelivery", {message: (err as Error).message});
+                done(err as Error);
+            });
+        };
+        client.on("connect", (connack) => {
+            this.attempt = 0;
+            this.connects++;
+            this.lastConnectAt = new Date();
+            this.lastLoggedError = null;
+            // MQTT.js leaves Nagle on: short replies after a PUBACK would wait ~40 ms (FACTS.md).
+            const stream = client.stream as {setNoDelay?: (on: boolean) => void};
+            stream.setNoDelay?.(true);
+            this.deps.log.info("mqtt connected", {url: redactUrl(o.url), clientId: o.clientId, sessionPresent: connack.sessionPresent,
+                connects: this.connects});
+            for (const s of o.subscriptions) {
+                client.subscribe(s.filter, {qos: s.qos}, (err) => {
+                    if (err) this.deps.log.error("mqtt subscribe failed", {filter: s.filter, message: err.message});
+                });
+            }
+            this.deps.onConnect(connack.sessionPresent);
+            for (const resolve of this.connectWaiters) resolve();
+            this.connectWaiters.clear();
+        });
+        client.on("error", (err) => this.noteError(err));
+        client.on("close", () => {
+            if (this.stopping) return;
+            this.deps.onDisconnect(this.lastError ?? "connection closed");
+            this.scheduleReconnect();
+        });
+    }
+
+    /** Resolves at the next successful connect (at once if connected). */
+    public whenConnected(): Promise<void> {
+        if (this.client?.connected) return Promise.resolve();
+        return new Promise((resolve) => this.connectWaiters.add(resolve));
+    }
+
+    public get connected(): boolean {
+        return this.client?.connected ?? false;
+    }
+
+    /** Publishes; resolves when the broker has it (QoS 1) or it is written (QoS 0). */
+    public async publish(topic: string, payload: string | Buffer, options: IClientPublishOptions = {}): Promise<void> {
+        if (!this.client) throw new BrokerError("broker_unreachable", "the MQTT link is not started");
+        await this.client.publishAsync(topic, payload, options);
+    }
+
+    /** Publishes at QoS 0 only while connected; telemetry is dropped rather than queued. */
+    public publishIfConnected(topic: string, payload: string, options: IClientPublishOptions = {}): void {
+        if (!this.client?.connected) return;
+        this.client.publish(topic, payload, {qos: 0, ...options}, (err) => {
+            if (err) this.deps.log.debug("telemetry publish failed", {topic, message: err.message});
+        });
+    }
+
+    public stats(): LinkStats {
+        return {connected: this.connected, connects: this.connects, reconnects: Math.max(0, this.connects - 1),
+            lastConnectAt: this.lastConnectAt?.toISOString() ?? null, lastError: this.lastError};
+    }
+
+    /** Ends the connection without the will: publish `offline` first. Bounded in time. */
+    public async stop(timeoutMs = 3000): Promise<void> {
+        this.stopping = true;
+        if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+        const client = this.client;
+        if (!client) return;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+            client.endAsync(false).catch(() => undefined),
+            new Promise((resolve) => {
+                timer = setTimeout(resolve, timeoutMs);
+            })
+        ]);
+        clearTimeout(timer);
+        if (!client.disconnected) client.end(true);
+    }
+
+    private scheduleReconnect(): void {
+        if (this.reconnectTimer || this.stopping) return;
+        const o = this.deps.options;
+        const base = Math.min(o.reconnectMaxMs, o.reconnectMinMs * 2 ** Math.min(this.attempt, 16));
+        const delay = Math.round(base * (0.8 + Math.random() * 0.4)); // jitter: a fleet must not reconnect in lockstep
+        this.attempt++;
+        this.deps.log.info("mqtt reconnect scheduled", {inMs: delay, attempt: this.attempt});
+        this.reconnectTimer = setTimeout(() => {
+            this.reconnectTimer = null;
+            if (!this.stopping) this.client?.reconnect();
+        }, delay);
+    }
+
+    private noteError(err: Error & {code?: string | number}): void {
+        const explained = explainConnectError(err, this.deps.options.url);
+        this.lastError = explained.message;
+        // One line per distinct problem: a broker that stays down must not flood the journal.
+        if (explained.message !== this.lastLoggedError) {
+            this.lastLoggedError = explained.message;
+            this.deps.log.error("mqtt connection problem", {code: explained.code, message: explained.message});
+        }
+    }
+}
+
+/** Turns socket and CONNACK errors into one actionable sentence. */
+export function explainConnectError(err: Error & {code?: string | number}, url: string): BrokerError {
+    const where = redactUrl(url);
+    const code = err.code;
+    if (code === "ECONNREFUSED")
+        return new BrokerError("broker_unreachable", `no MQTT broker is listening at ${where}: install one (sudo apt-get install mosquitto) or set mqtt.url to your broker`);
+    if (code === "ENOTFOUND" || code === "EAI_AGAIN")
+        return new BrokerError("broker_unreachable", `cannot resolve the broker host in ${where}: check mqtt.url and DNS`);
+    if (code === "ETIMEDOUT" || code === "EHOSTUNREACH" || code === "ENETUNREACH")
+        return new BrokerError("broker_unreachable", `cannot reach ${where} (${code}): check the network and mqtt.url`);
+    if (code === 134 || code === 135 || code === 4 || code === 5)
+        return new BrokerError("broker_auth", `the broker at ${where} refused our credentials (CONNACK ${code}): check mqtt.username and the password file`);
+    if (typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|HOSTNAME/.test(code))
+        return new BrokerError("broker_tls", `TLS verification of ${where} failed (${code}: ${err.message}): check mqtt.ca and the broker's certificate`);
+    return new BrokerError("broker_unreachable", `MQTT error at ${where}: ${err.message}${code !== undefined ? ` (${code})` : ""}`);
+}
+
+function redactUrl(url: string): string {
+    try {
+        const u = new URL(url);
+        u.username = "";
+        u.password = "";
+        return u.toString().replace(/\/$/, "");
+    } catch {
+        return "(invalid url)";
+    }
+}
