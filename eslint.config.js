@@ -17,5 +17,14 @@ export default tseslint.config(
             "@typescript-eslint/require-await": "off",
             "no-console": "error"
         }
+    },
+    {
+        // node:test's describe/it return promises that the runner itself awaits.
+        files: ["test/**/*.ts"],
+        rules: {
+            "@typescript-eslint/no-floating-promises": ["error", {allowForKnownSafeCalls: [
+                {from: "package", package: "node:test", name: ["describe", "it", "test", "suite", "before", "after", "beforeEach", "afterEach"]}
+            ]}]
+        }
     }
 );

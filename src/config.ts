@@ -57,7 +57,7 @@ export function knownArgs(): Set<string> {
             else walk(value as Record<string, unknown>, path);
         }
     };
-    walk(configSchema as unknown as Record<string, unknown>, "");
+    walk(configSchema, "");
     return names;
 }
 
@@ -65,7 +65,7 @@ export function knownArgs(): Set<string> {
 export function loadConfig(options: LoadConfigOptions = {}): QwenEdgeConfig {
     const env = options.env ?? process.env;
     const args = options.args ?? [];
-    const schema = withNames(configSchema as unknown as Record<string, unknown>);
+    const schema = withNames(configSchema);
     const configFile = flagValue(args, "config") ?? env.QWEN_EDGE_CONFIG;
     // Boolean flags given bare (`--model-download`) are turned into `--model-download true` for convict.
     const convictArgs = normalizeArgs(args);
@@ -143,5 +143,5 @@ export function redactedConfig(config: QwenEdgeConfig): Record<string, unknown> 
     const c = structuredClone(config) as unknown as {mqtt: Record<string, unknown>; model: Record<string, unknown>};
     if (c.mqtt.username) c.mqtt.username = "[set]";
     if (c.model.hfToken) c.model.hfToken = "[redacted]";
-    return c as unknown as Record<string, unknown>;
+    return c;
 }

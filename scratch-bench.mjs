@@ -1,0 +1,17 @@
+import {f32BitsToF16} from "./dist/src/testing/gguf-writer.js";
+const n = 1 << 16, reps = 2000;
+const src = new Float32Array(n); for (let i = 0; i < n; i++) src[i] = Math.random() * 2 - 1;
+const bits = new Uint32Array(src.buffer);
+const out = Buffer.alloc(n * 2 * 4);
+const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+let t = performance.now();
+for (let r = 0; r < reps; r++) for (let i = 0; i < n; i++) view.setUint16(2 * i, f32BitsToF16(bits[i]), true);
+console.log("dataview ns/val", ((performance.now() - t) * 1e6 / (n * reps)).toFixed(2));
+const u16 = new Uint16Array(out.buffer, out.byteOffset, n);
+t = performance.now();
+for (let r = 0; r < reps; r++) for (let i = 0; i < n; i++) u16[i] = f32BitsToF16(bits[i]);
+console.log("u16 ns/val", ((performance.now() - t) * 1e6 / (n * reps)).toFixed(2));
+let a = 1; const rnd = () => { a = (a + 0x6d2b79f5) >>> 0; let t = a; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+t = performance.now();
+for (let r = 0; r < reps; r++) for (let i = 0; i < n; i++) src[i] = -0.1 + 0.2 * rnd();
+console.log("rng ns/val", ((performance.now() - t) * 1e6 / (n * reps)).toFixed(2));

@@ -1,0 +1,11 @@
+import {buildTinyQwen35} from "./dist/src/testing/tiny-qwen35.js";
+import {writeFileSync} from "node:fs";
+import {getLlama, LlamaLogLevel, GgufInsights, readGgufFileInfo} from "node-llama-cpp";
+let t = performance.now();
+const b = buildTinyQwen35({hidden: 1024, layers: 24, feedForward: 3584, merges: 248000, headerOnly: true});
+console.log("header bytes", b.length, "ms", performance.now() - t);
+writeFileSync("/tmp/tq/h.gguf", b);
+const llama = await getLlama({gpu: false, build: "never", maxThreads: 1, logLevel: LlamaLogLevel.error});
+const info = await readGgufFileInfo("/tmp/tq/h.gguf");
+const ins = await GgufInsights.from(info, llama);
+console.log(info.tensorCount, ins.modelSize, await ins.estimateModelResourceRequirementsV2({gpuLayers: 0}), await ins.estimateContextResourceRequirementsV2({contextSize: 4096, modelGpuLayers: 0, batchSize: 128, sequences: 1}));

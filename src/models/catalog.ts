@@ -1,0 +1,229 @@
+/**
+ * The Qwen3.5 small models qwen-edge knows: variants, quantizations, Hugging Face file URIs, and the
+ * numbers used when a GGUF header cannot be read (offline). Pure: no I/O.
+ *
+ * Architecture numbers are those of the published `config.json` `text_config` of Qwen/Qwen3.5-{0.8B,2B,4B,9B}
+ * (the text model only; the vision tower ships as a separate mmproj file that qwen-edge does not load).
+ */
+
+export type ModelVariant = "0.8b" | "2b" | "4b" | "9b";
+export type Quantization = "Q4_K_M" | "Q8_0";
+
+/** Smallest first: the planner walks this list backwards to find the largest that fits. */
+export const MODEL_VARIANTS: readonly ModelVariant[] = ["0.8b", "2b", "4b", "9b"];
+export const QUANTIZATIONS: readonly Quantization[] = ["Q4_K_M", "Q8_0"];
+export const DEFAULT_QUANT_PREFERENCE: readonly Quantization[] = ["Q4_K_M"];
+
+/** Default file locations; `{size}` is "0.8B", "2B", "4B" or "9B", `{quant}` e.g. "Q4_K_M". */
+export const DEFAULT_REPOSITORY_PATTERN = "unsloth/Qwen3.5-{size}-GGUF";
+export const DEFAULT_FILE_PATTERN = "Qwen3.5-{size}-{quant}.gguf";
+
+/** What llama.cpp's `qwen35` architecture needs to know about one variant (GGUF metadata names in comments). */
+export interface Qwen35Architecture {
+    /** block_count */
+    layers: number;
+    /** embedding_length (hidden_size) */
+    embeddingLength: number;
+    /** feed_forward_length (intermediate_size) */
+    feedForwardLength: number;
+    /** attention.head_count, for the full-attention layers */
+    headCount: number;
+    /** attention.head_count_kv */
+    headCountKv: number;
+    /** attention.key_length = value_length (head_dim) */
+    headDim: number;
+    /** rope.dimension_count: partial_rotary_factor 0.25 × head_dim */
+    ropeDimensionCount: number;
+    /** ssm.state_size (linear_key_head_dim = linear_value_head_dim) */
+    ssmStateSize: number;
+    /** ssm.group_count (linear_num_key_heads) */
+    ssmGroupCount: number;
+    /** ssm.time_step_rank (linear_num_value_heads) */
+    ssmTimeStepRank: number;
+    /** ssm.conv_kernel (linear_conv_kernel_dim) */
+    ssmConvKernel: number;
+    /** full_attention_interval: layer i keeps a KV cache when (i + 1) % interval === 0 */
+    fullAttentionInterval: number;
+    /** tokenizer size (vocab_size); also the logits row length */
+    vocabSize: number;
+    /** context_length the model was trained on */
+    trainContextLength: number;
+    /** tie_word_embeddings: no separate output.weight tensor */
+    tiedEmbeddings: boolean;
+}
+
+export interface CatalogFile {
+    /** Approximate size of the GGUF in bytes (decimal); files from other repositories differ by a few percent. */
+    approxBytes: number;
+}
+
+export interface CatalogVariant {
+    variant: ModelVariant;
+    /** "0.8B": the size as Hugging Face repositories spell it */
+    sizeLabel: string;
+    /** Text-model parameter count computed from the architecture (embedding counted once when tied). */
+    parameters: number;
+    architecture: Qwen35Architecture;
+    /** Model card default: 0.8B and 2B do not think unless asked, 4B and 9B do. */
+    thinkingByDefault: boolean;
+    files: Record<Quantization, CatalogFile>;
+}
+
+const SHARED = {
+    headDim: 256,
+    ropeDimensionCount: 64,
+    ssmStateSize: 128,
+    ssmGroupCount: 16,
+    ssmConvKernel: 4,
+    fullAttentionInterval: 4,
+    vocabSize: 248_320,
+    trainContextLength: 262_144
+} as const;
+
+function arch(a: Omit<Qwen35Architecture, keyof typeof SHARED>): Qwen35Architecture {
+    return {...SHARED, ...a};
+}
+
+/*
+ * Sizes: Q4_K_M from the project's FACTS (0.53 / 1.3 / 2.7 / 5.6 GB; a 4B Q4_K_M seen at 2,606,333,024 bytes).
+ * Q8_0: 0.8B 833,592,096 bytes (ggml-org), 4B 4,482,403,424 bytes (a public quantization); 2B and 9B are
+ * parameters × 8.5 bits. All approximate: the GGUF header read at provisioning time is the real number.
+ */
+const VARIANTS: Record<ModelVariant, CatalogVariant> = {
+    "0.8b": {
+        variant: "0.8b", sizeLabel: "0.8B", parameters: 0, thinkingByDefault: false,
+        architecture: arch({layers: 24, embeddingLength: 1024, feedForwardLength: 3584, headCount: 8, headCountKv: 2,
+            ssmTimeStepRank: 16, tiedEmbeddings: true}),
+        files: {Q4_K_M: {approxBytes: 530e6}, Q8_0: {approxBytes: 834e6}}
+    },
+    "2b": {
+        variant: "2b", sizeLabel: "2B", parameters: 0, thinkingByDefault: false,
+        architecture: arch({layers: 24, embeddingLength: 2048, feedForwardLength: 6144, headCount: 8, headCountKv: 2,
+            ssmTimeStepRank: 16, tiedEmbeddings: true}),
+        files: {Q4_K_M: {approxBytes: 1.3e9}, Q8_0: {approxBytes: 2.02e9}}
+    },
+    "4b": {
+        variant: "4b", sizeLabel: "4B", parameters: 0, thinkingByDefault: true,
+        architecture: arch({layers: 32, embeddingLength: 2560, feedForwardLength: 9216, headCount: 16, headCountKv: 4,
+            ssmTimeStepRank: 32, tiedEmbeddings: true}),
+        files: {Q4_K_M: {approxBytes: 2.7e9}, Q8_0: {approxBytes: 4.48e9}}
+    },
+    "9b": {
+        variant: "9b", sizeLabel: "9B", parameters: 0, thinkingByDefault: true,
+        architecture: arch({layers: 32, embeddingLength: 4096, feedForwardLength: 12288, headCount: 16, headCountKv: 4,
+            ssmTimeStepRank: 32, tiedEmbeddings: false}),
+        files: {Q4_K_M: {approxBytes: 5.6e9}, Q8_0: {approxBytes: 9.53e9}}
+    }
+};
+for (const v of Object.values(VARIANTS)) v.parameters = countParameters(v.architecture);
+
+export function catalogVariant(variant: ModelVariant): CatalogVariant {
+    return VARIANTS[variant];
+}
+
+export function isModelVariant(value: string): value is ModelVariant {
+    return (MODEL_VARIANTS as readonly string[]).includes(value);
+}
+
+export function isQuantization(value: string): value is Quantization {
+    return (QUANTIZATIONS as readonly string[]).includes(value);
+}
+
+/** "Qwen3.5-4B-Q4_K_M": the name replies and logs use for a model. */
+export function modelName(variant: ModelVariant, quant: Quantization): string {
+    return `Qwen3.5-${VARIANTS[variant].sizeLabel}-${quant}`;
+}
+
+export interface ModelLocation {
+    /** Hugging Face repository, a pattern with `{size}` (default DEFAULT_REPOSITORY_PATTERN) */
+    repository?: string;
+    /** File name pattern with `{size}` and `{quant}` (default DEFAULT_FILE_PATTERN) */
+    file?: string;
+}
+
+export function modelFileName(variant: ModelVariant, quant: Quantization, location: ModelLocation = {}): string {
+    return fillPattern(location.file ?? DEFAULT_FILE_PATTERN, variant, quant);
+}
+
+/** `hf:owner/repo/file.gguf`: an explicit file, so node-llama-cpp makes no manifest call and the name is predictable. */
+export function modelUri(variant: ModelVariant, quant: Quantization, location: ModelLocation = {}): string {
+    const repository = fillPattern(location.repository ?? DEFAULT_REPOSITORY_PATTERN, variant, quant);
+    return `hf:${repository}/${modelFileName(variant, quant, location)}`;
+}
+
+function fillPattern(pattern: string, variant: ModelVariant, quant: Quantization): string {
+    return pattern.replaceAll("{size}", VARIANTS[variant].sizeLabel).replaceAll("{quant}", quant);
+}
+
+/** Card sampling defaults; presence penalty 1.5 keeps small models from looping. */
+export interface SamplingDefaults {
+    temperature: number;
+    topP: number;
+    topK: number;
+    minP: number;
+    presencePenalty: number;
+}
+
+export const SAMPLING_THINKING: Readonly<SamplingDefaults> = {temperature: 1.0, topP: 0.95, topK: 20, minP: 0, presencePenalty: 1.5};
+export const SAMPLING_NON_THINKING: Readonly<SamplingDefaults> = {temperature: 0.7, topP: 0.8, topK: 20, minP: 0, presencePenalty: 1.5};
+
+export function samplingDefaults(thinking: boolean): SamplingDefaults {
+    return {...(thinking ? SAMPLING_THINKING : SAMPLING_NON_THINKING)};
+}
+
+/** Layers with a KV cache (full attention) and recurrent (Gated DeltaNet) layers. */
+export function layerCounts(a: Qwen35Architecture): {attention: number; recurrent: number} {
+    const attention = Math.floor(a.layers / a.fullAttentionInterval);
+    return {attention, recurrent: a.layers - attention};
+}
+
+/** Text-model parameters from the tensor shapes llama.cpp's qwen35 loader expects. */
+export function countParameters(a: Qwen35Architecture): number {
+    const h = a.embeddingLength;
+    const keyDim = a.ssmStateSize * a.ssmGroupCount;
+    const valueDim = a.ssmStateSize * a.ssmTimeStepRank;
+    const convChannels = 2 * keyDim + valueDim;
+    const ffn = 3 * h * a.feedForwardLength + 2 * h;
+    const recurrent = h * convChannels + h * valueDim + a.ssmConvKernel * convChannels + 2 * a.ssmTimeStepRank
+        + 2 * h * a.ssmTimeStepRank + a.ssmStateSize + valueDim * h;
+    const attention = h * a.headCount * a.headDim * 2 + 2 * h * a.headCountKv * a.headDim
+        + a.headCount * a.headDim * h + 2 * a.headDim;
+    const {attention: nAttn, recurrent: nRec} = layerCounts(a);
+    const embeddings = a.vocabSize * h * (a.tiedEmbeddings ? 1 : 2) + h;
+    return embeddings + a.layers * ffn + nRec * recurrent + nAttn * attention;
+}
+
+export interface ContextShape {
+    /** Tokens per sequence (node-llama-cpp's `contextSize`). */
+    contextSize: number;
+    batchSize: number;
+    /** Parallel sequences in the one context. */
+    sequences: number;
+}
+
+/**
+ * Offline estimate of a context's CPU memory, mirroring llama.cpp's allocations: F16 KV cache for the
+ * full-attention layers, F32 recurrent state (conv + delta-rule matrix) per sequence for the others, and a
+ * compute buffer dominated by the logits (n_vocab × batch × 4 bytes). Checked against node-llama-cpp's V2
+ * simulation on header-only GGUFs of the four variants (within a few percent).
+ */
+export function estimateContextBytes(a: Qwen35Architecture, shape: ContextShape): number {
+    const {attention, recurrent} = layerCounts(a);
+    const paddedContext = Math.ceil(shape.contextSize / 256) * 256;
+    const kvPerToken = attention * 2 * a.headCountKv * a.headDim * 2;
+    const kv = kvPerToken * paddedContext * shape.sequences;
+    const convChannels = 2 * a.ssmStateSize * a.ssmGroupCount + a.ssmStateSize * a.ssmTimeStepRank;
+    const statePerSequence = recurrent * 4 * ((a.ssmConvKernel - 1) * convChannels + a.ssmTimeStepRank * a.ssmStateSize * a.ssmStateSize);
+    const computeRows = Math.max(shape.batchSize, shape.sequences);
+    const compute = a.vocabSize * computeRows * 4 + computeRows * a.embeddingLength * 12;
+    const outputs = a.vocabSize * 4 * shape.sequences;
+    return kv + statePerSequence * shape.sequences + compute + outputs;
+}
+
+/**
+ * Memory the runtime needs besides weights and context. Measured on linux-x64, Node 20, node-llama-cpp 3.21.1:
+ * a bare Node process has an RSS of 41 MiB; importing node-llama-cpp and getLlama() brings it to 85-86 MiB;
+ * loading a 0.5 MB qwen35 model, a context and generating 600 tokens to 109-113 MiB. So the daemon process
+ * minus its model is ~110 MiB; 128 MiB leaves room for the MQTT client, logger and job store.
+ */
+export const RUNTIME_OVERHEAD_BYTES = 128 * 1024 * 1024;

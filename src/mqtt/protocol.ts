@@ -1,0 +1,305 @@
+/**
+ * The request protocol of ARCHITECTURE.md: an MQTT message in, a validated InferenceRequest (or a
+ * RequestError and where to send it) out; and the shapes of ok, streaming and error replies.
+ * Pure: no I/O. Field rules live in request-fields.ts.
+ */
+import {randomBytes} from "node:crypto";
+import {RequestError} from "../errors.js";
+import {validatePublishTopic} from "./topics.js";
+import {
+    idProblem, isPlainObject, readRequestFields, unknownFieldError,
+    type ChatMessage, type ProtocolLimits, type ThinkingSetting
+} from "./request-fields.js";
+
+export type {ChatMessage, ProtocolLimits, ThinkingSetting} from "./request-fields.js";
+export {REQUEST_FIELDS, REQUEST_JSON_SCHEMA, requestJsonSchema} from "./request-fields.js";
+
+export interface IncomingMessage {
+    topic: string;
+    payload: Buffer;
+    /** MQTT v5 Response Topic property. */
+    responseTopic?: string;
+    /** MQTT v5 Correlation Data property, echoed on every reply. */
+    correlationData?: Buffer;
+    /** MQTT v5 Message Expiry Interval as the broker forwarded it (what is left of it). */
+    messageExpirySeconds?: number;
+    /** Epoch ms. */
+    receivedAt: number;
+    source: "device" | "fleet" | `route:${string}`;
+}
+
+export interface ReplyTarget {
+    topic: string;
+    /** Echoed with every reply (whatever `via`), so v5 clients can match errors too. */
+    correlationData?: Buffer;
+    via: "response-topic" | "replyTo" | "default";
+}
+
+export interface InferenceRequest {
+    /** From the JSON, or generated ("req-…") when absent. */
+    id: string;
+    /** Exactly one of prompt and messages is set. */
+    prompt?: string;
+    messages?: ChatMessage[];
+    system?: string;
+    maxTokens: number;
+    temperature?: number;
+    topP?: number;
+    topK?: number;
+    minP?: number;
+    seed?: number;
+    stop?: string[];
+    jsonSchema?: object;
+    thinking: ThinkingSetting;
+    stream: boolean;
+    /** As asked, or the default; `deadline` is what counts. */
+    timeoutMs: number;
+    /** Epoch ms: receivedAt + timeoutMs, or earlier when the MQTT message expires first. */
+    deadline: number;
+    reply: ReplyTarget;
+    receivedAt: number;
+    source: IncomingMessage["source"];
+}
+
+export type ParseResult =
+    | {ok: true; request: InferenceRequest}
+    | {ok: false; error: RequestError; id: string | null; reply: ReplyTarget};
+
+const utf8 = new TextDecoder("utf-8", {fatal: true});
+
+/** A cancel carries only an id; anything bigger is not a cancel. */
+const MAX_CANCEL_BYTES = 4096;
+const DEFAULT_MAX_ID_LENGTH = 128;
+
+/** Unique enough to tell requests apart in logs and the job store; sortable by arrival. */
+function generateId(receivedAt: number): string {
+    return `req-${receivedAt.toString(36)}-${randomBytes(6).toString("hex")}`;
+}
+
+/** The parsed JSON value, or where parsing failed (V8's own message may quote the payload, so only the position is kept). */
+function parseJson(text: string): {ok: true; value: unknown} | {ok: false; where: string} {
+    try {
+        return {ok: true, value: JSON.parse(text) as unknown};
+    } catch (err) {
+        const position = /at position (\d+)/.exec(err instanceof Error ? err.message : "")?.[1];
+        return {ok: false, where: position === undefined ? "" : ` (error at character ${position})`};
+    }
+}
+
+/**
+ * Parses one request message. The payload is either a JSON object or plain UTF-8 text (the prompt).
+ * - Over `maxPayloadBytes` → payload_too_large, checked before anything else is read.
+ * - Not UTF-8 → invalid_encoding.
+ * - Starts with "{" (after whitespace) but is not JSON → invalid_json.
+ * - A whole JSON array → invalid_request; a whole JSON string literal → taken as the prompt;
+ *   anything else (including "42", "true", "[1] why…") → the plain-text prompt, kept as is.
+ * Replies go to the MQTT v5 Response Topic if valid, else the JSON `replyTo` if valid, else
+ * `layout.response`; an invalid one is never used, and its problem is the error.
+ * The id is echoed in errors whenever a string id of usable length could be read.
+ */
+export function parseRequest(msg: IncomingMessage, layout: {response: string}, limits: ProtocolLimits): ParseResult {
+    const responseTopicProblem = msg.responseTopic === undefined ? null : validatePublishTopic(msg.responseTopic);
+    const correlation = msg.correlationData === undefined ? {} : {correlationData: msg.correlationData};
+    let reply: ReplyTarget = msg.responseTopic !== undefined && responseTopicProblem === null
+        ? {topic: msg.responseTopic, via: "response-topic", ...correlation}
+        : {topic: layout.response, via: "default", ...correlation};
+    let echoId: string | null = null;
+    const fail = (error: RequestError): ParseResult => ({ok: false, error, id: echoId, reply});
+
+    if (msg.payload.length > limits.maxPayloadBytes) {
+        return fail(new RequestError("payload_too_large",
+            `payload is ${msg.payload.length} bytes; the limit is ${limits.maxPayloadBytes} bytes`,
+            {maxPayloadBytes: limits.maxPayloadBytes}));
+    }
+    let text: string;
+    try {
+        text = utf8.decode(msg.payload);
+    } catch {
+        return fail(new RequestError("invalid_encoding", "payload is not valid UTF-8 text"));
+    }
+
+    let body: Record<string, unknown> | null = null;
+    let plainPrompt: string | null = text;
+    const start = text.trimStart()[0];
+    if (start === "{") {
+        const parsed = parseJson(text);
+        if (!parsed.ok)
+            return fail(new RequestError("invalid_json", `payload starts with "{" but is not valid JSON${parsed.where}`));
+        if (!isPlainObject(parsed.value))
+            return fail(new RequestError("invalid_json", "payload starts with \"{\" but is not a JSON object"));
+        body = parsed.value;
+        plainPrompt = null;
+    } else if (start === "[" || start === "\"") {
+        const parsed = parseJson(text);
+        if (parsed.ok && Array.isArray(parsed.value))
+            return fail(new RequestError("invalid_request", "a request must be a JSON object or plain text, not a JSON array"));
+        if (parsed.ok && typeof parsed.value === "string")
+            plainPrompt = parsed.value;
+    }
+
+    if (body !== null) {
+        const id = body.id;
+        if (typeof id === "string" && id.length >= 1 && id.length <= limits.maxIdLength)
+            echoId = id;
+        // An invalid Response Topic falls through to a valid replyTo, so the error still reaches the client.
+        if (reply.via === "default" && typeof body.replyTo === "string" && validatePublishTopic(body.replyTo) === null)
+            reply = {topic: body.replyTo, via: "replyTo", ...correlation};
+    }
+    if (responseTopicProblem !== null) {
+        return fail(new RequestError("invalid_request",
+            `the MQTT Response Topic ${responseTopicProblem}; this error is sent to ${reply.topic} instead`,
+            {field: "responseTopic"}));
+    }
+
+    const expiry = msg.messageExpirySeconds;
+    const envelope = (timeoutMs: number): Pick<InferenceRequest, "deadline" | "reply" | "receivedAt" | "source"> => ({
+        deadline: expiry !== undefined && Number.isFinite(expiry) && expiry >= 0
+            ? Math.min(msg.receivedAt + timeoutMs, msg.receivedAt + expiry * 1000)
+            : msg.receivedAt + timeoutMs,
+        reply,
+        receivedAt: msg.receivedAt,
+        source: msg.source
+    });
+
+    if (body === null) {
+        if (plainPrompt === null || plainPrompt.trim() === "")
+            return fail(new RequestError("invalid_request", "the prompt is empty or only whitespace: send the prompt as text, or a JSON request", {field: "prompt"}));
+        const timeoutMs = limits.defaultTimeoutMs;
+        return {ok: true, request: {
+            id: generateId(msg.receivedAt), prompt: plainPrompt, maxTokens: limits.defaultMaxTokens,
+            thinking: false, stream: false, timeoutMs, ...envelope(timeoutMs)
+        }};
+    }
+
+    let id: string;
+    if (body.id === undefined || body.id === null) {
+        id = generateId(msg.receivedAt);
+    } else {
+        const problem = idProblem(body.id, limits.maxIdLength);
+        if (problem !== null)
+            return fail(new RequestError("invalid_request", problem, {field: "id"}));
+        id = body.id as string;
+    }
+    const unknown = unknownFieldError(body);
+    if (unknown !== null)
+        return fail(unknown);
+    try {
+        const {replyTo: _replyTo, ...fields} = readRequestFields(body, limits);
+        return {ok: true, request: {id, ...fields, ...envelope(fields.timeoutMs)}};
+    } catch (err) {
+        if (err instanceof RequestError)
+            return fail(err);
+        throw err;
+    }
+}
+
+/**
+ * Parses a cancel: `{"id": "..."}`, or, for `mosquitto_pub -m job-1` convenience, the id as plain
+ * text (surrounding whitespace ignored).
+ */
+export function parseCancel(payload: Buffer, maxIdLength = DEFAULT_MAX_ID_LENGTH): {ok: true; id: string} | {ok: false; error: RequestError} {
+    const refuse = (code: RequestError["code"], message: string): {ok: false; error: RequestError} =>
+        ({ok: false, error: new RequestError(code, message, code === "invalid_request" ? {field: "id"} : {})});
+    if (payload.length > MAX_CANCEL_BYTES)
+        return refuse("payload_too_large", `cancel payload is ${payload.length} bytes; the limit is ${MAX_CANCEL_BYTES} bytes`);
+    let text: string;
+    try {
+        text = utf8.decode(payload).trim();
+    } catch {
+        return refuse("invalid_encoding", "cancel payload is not valid UTF-8 text");
+    }
+    let id: unknown = text;
+    if (text.startsWith("{")) {
+        const parsed = parseJson(text);
+        if (!parsed.ok || !isPlainObject(parsed.value))
+            return refuse("invalid_json", "cancel payload starts with \"{\" but is not a valid JSON object");
+        const extra = Object.keys(parsed.value).find((key) => key !== "id");
+        if (extra !== undefined)
+            return refuse("invalid_request", `cancel has the unknown field ${JSON.stringify(extra.slice(0, 64))}; allowed: id`);
+        id = parsed.value.id;
+    }
+    const problem = idProblem(id, maxIdLength);
+    return problem === null ? {ok: true, id: id as string} : refuse("invalid_request", `cancel ${problem}`);
+}
+
+export type FinishReason = "stop" | "length" | "cancelled" | "timeout";
+
+export interface OkReplyInput {
+    id: string;
+    text: string;
+    /** The thought text, when thinking was on. */
+    thinking?: string;
+    /** The parsed answer, when the request had a jsonSchema (may be null if the schema allows it). */
+    json?: unknown;
+    finishReason: FinishReason;
+    usage: {promptTokens: number; completionTokens: number};
+    /** ttftMs is null when no token was produced (e.g. cancelled in the prompt phase). */
+    timing: {queueMs: number; ttftMs: number | null; totalMs: number; tokensPerSecond: number};
+    model: string;
+    device: string;
+}
+
+export interface OkReply extends Omit<OkReplyInput, "id"> {
+    id: string;
+    status: "ok";
+}
+
+/** The final reply. Times are rounded to whole ms and tokens per second to one decimal. */
+export function okReply(result: OkReplyInput): OkReply {
+    const {timing} = result;
+    return {
+        id: result.id,
+        status: "ok",
+        text: result.text,
+        ...(result.thinking !== undefined ? {thinking: result.thinking} : {}),
+        ...(result.json !== undefined ? {json: result.json} : {}),
+        finishReason: result.finishReason,
+        usage: {promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens},
+        timing: {
+            queueMs: Math.round(timing.queueMs),
+            ttftMs: timing.ttftMs === null ? null : Math.round(timing.ttftMs),
+            totalMs: Math.round(timing.totalMs),
+            tokensPerSecond: Math.round(timing.tokensPerSecond * 10) / 10
+        },
+        model: result.model,
+        device: result.device
+    };
+}
+
+export type ChunkReply =
+    | {id: string; status: "streaming"; seq: number; delta: string}
+    | {id: string; status: "streaming"; seq: number; thinkingDelta: string};
+
+/**
+ * One streaming chunk. Thought text goes in `thinkingDelta`, never `delta`, so a client that
+ * concatenates `delta` gets exactly the answer. `seq` counts from 0 over both kinds.
+ */
+export function chunkReply(id: string, seq: number, delta: string, part: "text" | "thinking" = "text"): ChunkReply {
+    return part === "text"
+        ? {id, status: "streaming", seq, delta}
+        : {id, status: "streaming", seq, thinkingDelta: delta};
+}
+
+export interface ErrorReply {
+    id: string | null;
+    status: "error";
+    error: {code: RequestError["code"]; message: string; [detail: string]: unknown};
+    model?: string;
+    device?: string;
+}
+
+/** An error reply; the error's details (e.g. `retryAfterMs`, `field`) sit beside code and message. */
+export function errorReply(id: string | null, err: RequestError, extra: {model?: string; device?: string} = {}): ErrorReply {
+    const error: ErrorReply["error"] = {code: err.code, message: err.message};
+    for (const [key, value] of Object.entries(err.details)) {
+        if (key !== "code" && key !== "message")
+            error[key] = value;
+    }
+    return {
+        id,
+        status: "error",
+        error,
+        ...(extra.model !== undefined ? {model: extra.model} : {}),
+        ...(extra.device !== undefined ? {device: extra.device} : {})
+    };
+}

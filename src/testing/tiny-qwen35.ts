@@ -1,0 +1,365 @@
+// Generates tiny GGUF models with the real qwen35 architecture (hybrid Gated DeltaNet + attention), our
+// own byte-level BPE vocabulary, Qwen's special tokens and a ChatML-style template, so tests run the real
+// engine without downloading weights. "scripted" answers a fixed text; "endless" never emits an end token.
+import {createHash} from "node:crypto";
+import {writeFile} from "node:fs/promises";
+import {arr, bool, encodeGguf, f32, str, u32, type GgufMetaValue, type GgufTensorSpec} from "./gguf-writer.js";
+
+export type TinyModelKind = "random" | "scripted" | "endless";
+export interface TinyQwen35Options {
+    kind?: TinyModelKind;          // default "random"
+    seed?: number;                 // PRNG seed, deterministic output; default 1
+    hidden?: number;               // default 64
+    layers?: number;               // default 4 (full attention every 4th layer)
+    feedForward?: number;          // default 2*hidden
+    contextLength?: number;        // default 4096
+    merges?: number;               // number of extra BPE merges beyond the 256 byte tokens; default 200
+    weightType?: "f32" | "f16";    // 2-D weights; default f16
+    name?: string;                 // general.name
+    /** only the header (no tensor data): a cheap fixture for readGgufFileInfo / memory estimates, even for big shapes */
+    headerOnly?: boolean;
+}
+
+/** What the "scripted" model answers (greedy, QwenChatWrapper 3.5 with thoughts discouraged) to any chat prompt. */
+export const SCRIPTED_ANSWER = "Hello from qwen-edge.";
+
+const SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+    "<think>", "</think>"
+];
+
+// Our own minimal ChatML-style template (thinking on unless enable_thinking is false), written for this project.
+const CHAT_TEMPLATE = [
+    "{%- for message in messages -%}",
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}",
+    "{%- endfor -%}",
+    "{%- if add_generation_prompt -%}",
+    "{{- '<|im_start|>assistant\\n' -}}",
+    "{%- if enable_thinking is defined and not enable_thinking -%}",
+    "{{- '<think>\\n\\n</think>\\n\\n' -}}",
+    "{%- else -%}",
+    "{{- '<think>\\n' -}}",
+    "{%- endif -%}",
+    "{%- endif -%}"
+].join("\n");
+
+// Training text for the BPE merges (our own words); the scripted answer and "\n\n" are weighted so their
+// merges come first and the answer always becomes a few distinct tokens.
+const CORPUS = `You are a helpful assistant running on a small edge device.
+
+The user asks a question and the assistant answers it in a short sentence.
+What is the weather today? It is sunny and warm, with a light wind from the west.
+Please tell me the temperature of the sensor in the kitchen.
+The sensor reports twenty degrees. The device is online and the status is good.
+
+Once upon a time there was a little robot named Tiny. Every day it read the messages and answered them.
+How can I help you? Let me think about that first. Here is the answer.
+{"name": "get_status", "arguments": {"device": "pump"}}
+def main():
+    print("hello world")
+    return 0
+`;
+
+// Qwen2-style pre-tokenizer split, the same shape llama.cpp uses for qwen35
+const PRE_TOKENIZER = /(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
+
+/** GPT-2's byte -> printable character map used by byte-level BPE vocabularies. */
+function byteToUnicode(): string[] {
+    const map: string[] = new Array<string>(256);
+    let extra = 0;
+    for (let b = 0; b < 256; b++) {
+        const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+        map[b] = String.fromCharCode(printable ? b : 256 + extra++);
+    }
+    return map;
+}
+const BYTE_CHARS = byteToUnicode();
+const toByteLevel = (text: string): string[] => [...Buffer.from(text, "utf8")].map((b) => BYTE_CHARS[b] ?? "");
+const preTokens = (text: string): string[] => text.match(PRE_TOKENIZER) ?? [];
+
+interface Vocab {tokens: string[]; types: number[]; merges: string[]; id: Map<string, number>}
+
+function trainMerges(count: number): string[] {
+    const words = new Map<string, {syms: string[]; n: number}>();
+    const addText = (text: string, weight: number): void => {
+        for (const piece of preTokens(text)) {
+            const entry = words.get(piece) ?? {syms: toByteLevel(piece), n: 0};
+            entry.n += weight;
+            words.set(piece, entry);
+        }
+    };
+    addText(CORPUS, 1);
+    addText(SCRIPTED_ANSWER, 1000);
+    addText("\n\n", 1000);
+    const known = new Set(BYTE_CHARS);
+    const merges: string[] = [];
+    while (merges.length < count) {
+        const counts = new Map<string, number>();
+        for (const {syms, n} of words.values())
+            for (let i = 0; i + 1 < syms.length; i++) {
+                const key = `${syms[i]} ${syms[i + 1]}`;
+                counts.set(key, (counts.get(key) ?? 0) + n);
+            }
+        let best: string | undefined;
+        let bestCount = 0;
+        for (const [key, n] of counts) {
+            if (known.has(key.replace(" ", ""))) continue; // every merge must add a new token
+            if (n > bestCount || (n === bestCount && best != null && key < best)) [best, bestCount] = [key, n];
+        }
+        if (best == null) break;
+        const [a, b] = best.split(" ") as [string, string];
+        for (const w of words.values()) {
+            for (let i = 0; i + 1 < w.syms.length; i++)
+                if (w.syms[i] === a && w.syms[i + 1] === b) w.syms.splice(i, 2, a + b);
+        }
+        merges.push(best);
+        known.add(a + b);
+    }
+    // the corpus ran out of pairs: extend deterministically with letters appended to existing tokens
+    const pool = [...BYTE_CHARS, ...merges.map((m) => m.replace(" ", ""))];
+    for (let i = 0; merges.length < count; i++) {
+        const base = pool[i];
+        if (base == null) throw new Error("cannot generate that many merges");
+        for (const c of "abcdefghijklmnopqrstuvwxyz") {
+            if (merges.length >= count) break;
+            if (!known.has(base + c)) {
+                merges.push(`${base} ${c}`);
+                known.add(base + c);
+                pool.push(base + c);
+            }
+        }
+    }
+    return merges;
+}
+
+function buildVocab(mergeCount: number): Vocab {
+    const merges = trainMerges(mergeCount);
+    const tokens = [...BYTE_CHARS, ...merges.map((m) => m.replace(" ", "")), ...SPECIAL_TOKENS];
+    const types = tokens.map((_, i) => i < tokens.length - SPECIAL_TOKENS.length ? 1 : 3);
+    return {tokens, types, merges, id: new Map(tokens.map((t, i) => [t, i]))};
+}
+
+/** Byte-level BPE encoding with our merges (lowest rank first), as llama.cpp does it. */
+function bpeEncode(text: string, vocab: Vocab): number[] {
+    const rank = new Map(vocab.merges.map((m, i) => [m, i]));
+    const ids: number[] = [];
+    for (const piece of preTokens(text)) {
+        const syms = toByteLevel(piece);
+        for (;;) {
+            let at = -1;
+            let bestRank = Infinity;
+            for (let i = 0; i + 1 < syms.length; i++) {
+                const r = rank.get(`${syms[i]} ${syms[i + 1]}`);
+                if (r != null && r < bestRank) [at, bestRank] = [i, r];
+            }
+            if (at < 0) break;
+            syms.splice(at, 2, `${syms[at]}${syms[at + 1]}`);
+        }
+        for (const s of syms) ids.push(vocab.id.get(s) ?? -1);
+    }
+    return ids;
+}
+
+function mulberry32(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+        a = (a + 0x6d2b79f5) >>> 0;
+        let t = a;
+        t = Math.imul(t ^ (t >>> 15), t | 1);
+        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+}
+
+/** One independent PRNG stream per tensor, so a tensor's values do not depend on the tensor order. */
+function tensorRandom(seed: number, name: string): () => number {
+    let h = 0x811c9dc5 ^ Math.imul(seed, 0x9e3779b1);
+    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+    return mulberry32(h);
+}
+
+type RowOverrides = Map<number, Float32Array>;
+
+interface Shape {
+    hidden: number; layers: number; ff: number; vocab: number; headDim: number; heads: number; kvHeads: number;
+    state: number; rank: number; groups: number; conv: number;
+}
+
+function shapeFor(hidden: number, layers: number, ff: number, vocab: number): Shape {
+    if (!Number.isInteger(hidden) || hidden < 64 || hidden % 64 !== 0) throw new RangeError("hidden must be a multiple of 64");
+    if (!Number.isInteger(layers) || layers < 1) throw new RangeError("layers must be >= 1");
+    if (!Number.isInteger(ff) || ff < 1) throw new RangeError("feedForward must be >= 1");
+    // proportions follow the real models: query dim = 2 x hidden, DeltaNet value dim = hidden
+    const headDim = hidden >= 256 ? 64 : 32;
+    const heads = (2 * hidden) / headDim;
+    const state = hidden >= 256 ? 32 : 16;
+    const rank = hidden / state;
+    return {hidden, layers, ff, vocab, headDim, heads, kvHeads: heads / 2, state, rank, groups: rank / 2, conv: 4};
+}
+
+const isAttentionLayer = (i: number): boolean => (i + 1) % 4 === 0;
+
+function buildTensors(shape: Shape, weightType: "f32" | "f16", seed: number, outputScale: number,
+    embdRows: RowOverrides, outRows: RowOverrides): GgufTensorSpec[] {
+    const {hidden: h, ff, vocab} = shape;
+    const tensors: GgufTensorSpec[] = [];
+    // uniform values in [lo, hi); rows listed in `rows` (of width dims[0]) are replaced afterwards
+    const add = (name: string, dims: number[], lo: number, hi: number, rows?: RowOverrides, type?: "f32" | "f16"): void => {
+        const rnd = tensorRandom(seed, name);
+        const width = dims[0] ?? 1;
+        tensors.push({name, dims, type: type ?? (dims.length > 1 ? weightType : "f32"), fill: (chunk, start) => {
+            for (let i = 0; i < chunk.length; i++) chunk[i] = lo === hi ? lo : lo + (hi - lo) * rnd();
+            for (const [row, values] of rows ?? []) {
+                const from = Math.max(row * width, start);
+                const to = Math.min((row + 1) * width, start + chunk.length);
+                for (let g = from; g < to; g++) chunk[g - start] = values[g - row * width] ?? 0;
+            }
+        }});
+    };
+    const weight = (name: string, dims: number[], scale = 1): void => {
+        const a = (scale * Math.sqrt(3)) / Math.sqrt(dims[0] ?? 1); // variance 1/fan_in
+        add(name, dims, -a, a);
+    };
+    add("token_embd.weight", [h, vocab], -1, 1, embdRows);
+    add("output_norm.weight", [h], 1, 1);
+    const outAmp = 2 / Math.sqrt(h);
+    add("output.weight", [h, vocab], -outAmp, outAmp, outRows);
+    const keyDim = shape.state * shape.groups;
+    const valueDim = shape.state * shape.rank;
+    for (let i = 0; i < shape.layers; i++) {
+        const p = `blk.${i}.`;
+        add(`${p}attn_norm.weight`, [h], 1, 1);
+        add(`${p}post_attention_norm.weight`, [h], 1, 1);
+        if (isAttentionLayer(i)) {
+            weight(`${p}attn_q.weight`, [h, shape.heads * shape.headDim * 2]);
+            weight(`${p}attn_k.weight`, [h, shape.kvHeads * shape.headDim]);
+            weight(`${p}attn_v.weight`, [h, shape.kvHeads * shape.headDim]);
+            weight(`${p}attn_output.weight`, [shape.heads * shape.headDim, h], outputScale);
+            add(`${p}attn_q_norm.weight`, [shape.headDim], 1, 1);
+            add(`${p}attn_k_norm.weight`, [shape.headDim], 1, 1);
+        } else {
+            weight(`${p}attn_qkv.weight`, [h, 2 * keyDim + valueDim]);
+            weight(`${p}attn_gate.weight`, [h, valueDim]);
+            const convAmp = 1 / Math.sqrt(shape.conv);
+            add(`${p}ssm_conv1d.weight`, [shape.conv, 2 * keyDim + valueDim], -convAmp, convAmp, undefined, "f32");
+            add(`${p}ssm_dt.bias`, [shape.rank], -1, 1);
+            add(`${p}ssm_a`, [shape.rank], -2, -0.5); // holds -exp(A_log): must be negative
+            weight(`${p}ssm_beta.weight`, [h, shape.rank]);
+            weight(`${p}ssm_alpha.weight`, [h, shape.rank]);
+            add(`${p}ssm_norm.weight`, [shape.state], 1, 1);
+            weight(`${p}ssm_out.weight`, [valueDim, h], outputScale);
+        }
+        weight(`${p}ffn_gate.weight`, [h, ff]);
+        weight(`${p}ffn_up.weight`, [h, ff]);
+        weight(`${p}ffn_down.weight`, [ff, h], outputScale);
+    }
+    return tensors;
+}
+
+function metadata(shape: Shape, vocab: Vocab, opts: Required<TinyQwen35Options>): Record<string, GgufMetaValue> {
+    const ropeHalf = shape.headDim / 8; // rotary on a quarter of each head, as in Qwen3.5
+    const third = Math.floor(ropeHalf / 3);
+    const a = "qwen35";
+    return {
+        "general.architecture": str(a),
+        "general.type": str("model"),
+        "general.name": str(opts.name),
+        "general.file_type": u32(opts.weightType === "f16" ? 1 : 0),
+        "general.quantization_version": u32(2),
+        [`${a}.block_count`]: u32(shape.layers),
+        [`${a}.context_length`]: u32(opts.contextLength),
+        [`${a}.embedding_length`]: u32(shape.hidden),
+        [`${a}.feed_forward_length`]: u32(shape.ff),
+        [`${a}.attention.head_count`]: u32(shape.heads),
+        [`${a}.attention.head_count_kv`]: u32(shape.kvHeads),
+        [`${a}.attention.key_length`]: u32(shape.headDim),
+        [`${a}.attention.value_length`]: u32(shape.headDim),
+        [`${a}.attention.layer_norm_rms_epsilon`]: f32(1e-6),
+        [`${a}.rope.freq_base`]: f32(1e7),
+        [`${a}.rope.dimension_count`]: u32(2 * ropeHalf),
+        [`${a}.rope.dimension_sections`]: arr("i32", [ropeHalf - 2 * third, third, third, 0]),
+        [`${a}.ssm.conv_kernel`]: u32(shape.conv),
+        [`${a}.ssm.state_size`]: u32(shape.state),
+        [`${a}.ssm.group_count`]: u32(shape.groups),
+        [`${a}.ssm.time_step_rank`]: u32(shape.rank),
+        [`${a}.ssm.inner_size`]: u32(shape.state * shape.rank),
+        [`${a}.full_attention_interval`]: u32(4),
+        "tokenizer.ggml.model": str("gpt2"),
+        "tokenizer.ggml.pre": str("qwen35"),
+        "tokenizer.ggml.tokens": arr("string", vocab.tokens),
+        "tokenizer.ggml.token_type": arr("i32", vocab.types),
+        "tokenizer.ggml.merges": arr("string", vocab.merges),
+        "tokenizer.ggml.eos_token_id": u32(vocab.id.get("<|im_end|>") ?? 0),
+        "tokenizer.ggml.padding_token_id": u32(vocab.id.get("<|endoftext|>") ?? 0),
+        "tokenizer.ggml.bos_token_id": u32(vocab.id.get("<|endoftext|>") ?? 0),
+        "tokenizer.ggml.add_bos_token": bool(false),
+        "tokenizer.chat_template": str(CHAT_TEMPLATE)
+    };
+}
+
+/**
+ * The scripted chain: the token(s) that end the generation prompt ("\n\n" after the empty think block, or
+ * "\n") lead to the answer's first token, each answer token to the next, the last one to <|im_end|>.
+ * Each source token gets its own embedding axis; the successor's output row points along it.
+ */
+function scriptedRows(shape: Shape, vocab: Vocab): {embd: RowOverrides; out: RowOverrides} {
+    const answer = bpeEncode(SCRIPTED_ANSWER, vocab);
+    const ends = [...new Set([...bpeEncode("\n\n", vocab).slice(-1), ...bpeEncode("\n", vocab)])];
+    const imEnd = vocab.id.get("<|im_end|>") ?? -1;
+    if (answer.includes(-1) || new Set(answer).size !== answer.length || answer.some((t) => ends.includes(t)))
+        throw new Error("scripted model: the answer's tokens are not distinct; use more merges");
+    const links: Array<[number, number]> = ends.map((e) => [e, answer[0] ?? imEnd]);
+    answer.forEach((t, i) => links.push([t, answer[i + 1] ?? imEnd]));
+    if (links.length > shape.hidden) throw new Error("scripted model: hidden too small for the answer");
+    const embd: RowOverrides = new Map();
+    const out: RowOverrides = new Map();
+    const gain = 8; // logit of the successor = gain * sqrt(hidden): far above any random row
+    links.forEach(([from, to], axis) => {
+        const e = new Float32Array(shape.hidden);
+        e[axis] = Math.sqrt(shape.hidden); // RMS 1, like the random rows
+        embd.set(from, e);
+        const o = out.get(to) ?? new Float32Array(shape.hidden);
+        o[axis] = gain;
+        out.set(to, o);
+    });
+    return {embd, out};
+}
+
+export function buildTinyQwen35(options: TinyQwen35Options = {}): Buffer {
+    const hidden = options.hidden ?? 64;
+    const opts: Required<TinyQwen35Options> = {
+        kind: options.kind ?? "random",
+        seed: options.seed ?? 1,
+        hidden,
+        layers: options.layers ?? 4,
+        feedForward: options.feedForward ?? 2 * hidden,
+        contextLength: options.contextLength ?? 4096,
+        merges: options.merges ?? 200,
+        weightType: options.weightType ?? "f16",
+        name: options.name ?? `qwen-edge tiny qwen35 ${options.kind ?? "random"}`,
+        headerOnly: options.headerOnly ?? false
+    };
+    const vocab = buildVocab(opts.merges);
+    const shape = shapeFor(hidden, opts.layers, opts.feedForward, vocab.tokens.length);
+    let embd: RowOverrides = new Map();
+    let out: RowOverrides = new Map();
+    if (opts.kind === "scripted") {
+        ({embd, out} = scriptedRows(shape, vocab));
+    } else if (opts.kind === "endless") {
+        // zero logits for every control token: greedy decoding then always prefers some random text token
+        vocab.types.forEach((t, id) => { if (t === 3) out.set(id, new Float32Array(hidden)); });
+    }
+    // scripted: layer outputs nearly vanish, so the current token alone decides the next one
+    const outputScale = opts.kind === "scripted" ? 0.01 : 1;
+    const tensors = buildTensors(shape, opts.weightType, opts.seed, outputScale, embd, out);
+    return encodeGguf(metadata(shape, vocab, opts), tensors, {headerOnly: opts.headerOnly});
+}
+
+export async function writeTinyQwen35(path: string, options?: TinyQwen35Options): Promise<{path: string; bytes: number; sha256: string}> {
+    const data = buildTinyQwen35(options);
+    await writeFile(path, data);
+    return {path, bytes: data.length, sha256: createHash("sha256").update(data).digest("hex")};
+}
