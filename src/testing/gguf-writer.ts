@@ -24,7 +24,10 @@ export interface GgufTensorSpec {
 }
 
 export interface EncodeOptions {
-    /** write only the header (metadata + tensor infos), no tensor data: a "header-only fixture" that node-llama-cpp's readGgufFileInfo can still read. Default false */
+    /**
+     * write only the header (metadata + tensor infos, padded to the alignment), no tensor data: a "header-only
+     * fixture" that node-llama-cpp's readGgufFileInfo can still read. Default false
+     */
     headerOnly?: boolean;
     /** default 32 */
     alignment?: number;
@@ -228,9 +231,11 @@ export function encodeGguf(meta: Record<string, GgufMetaValue>, tensors: GgufTen
         header.u32(GGML_TYPE[t.spec.type]);
         header.u64(t.offset);
     }
-    if (options.headerOnly === true) return Buffer.from(header.result());
-
     const dataStart = alignUp(header.length, alignment);
+    // keep the padding: llama.cpp's own reader (used by the V2 context estimate) must be able to seek to
+    // the data section, or it fails and node-llama-cpp silently falls back to a different estimate
+    if (options.headerOnly === true) return Buffer.concat([header.result(), Buffer.alloc(dataStart - header.length)]);
+
     // Buffer.alloc zero-fills: padding and tensors without data stay zero
     const out = Buffer.alloc(dataStart + dataSize);
     header.result().copy(out, 0);

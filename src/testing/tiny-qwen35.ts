@@ -190,7 +190,8 @@ interface Shape {
 
 function shapeFor(hidden: number, layers: number, ff: number, vocab: number): Shape {
     if (!Number.isInteger(hidden) || hidden < 64 || hidden % 64 !== 0) throw new RangeError("hidden must be a multiple of 64");
-    if (!Number.isInteger(layers) || layers < 1) throw new RangeError("layers must be >= 1");
+    // llama.cpp aborts (GGML_ASSERT) on a qwen35 model without any attention layer: it needs one KV cache layer
+    if (!Number.isInteger(layers) || layers < 4) throw new RangeError("layers must be >= 4");
     if (!Number.isInteger(ff) || ff < 1) throw new RangeError("feedForward must be >= 1");
     // proportions follow the real models: query dim = 2 x hidden, DeltaNet value dim = hidden
     const headDim = hidden >= 256 ? 64 : 32;

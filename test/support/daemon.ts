@@ -31,12 +31,16 @@ export interface DaemonOptions {
 
 /** Arguments every test daemon gets: one thread (2-core machines), greedy sampling, a small context. */
 export function baseArgs(o: DaemonOptions): string[] {
-    return [
+    const base = [
         "--mqtt-url", o.brokerUrl, "--model-path", o.modelPath, "--device-id", o.deviceId, "--state-dir", o.stateDir,
         "--inference-threads", "1", "--inference-context-size", "1024", "--inference-temperature", "0",
         "--inference-presence-penalty", "0", "--mqtt-reconnect-min-ms", "200", "--mqtt-reconnect-max-ms", "1000",
         "--log-level", "debug"
     ];
+    // A flag given in o.args wins over the base one.
+    const out: string[] = [];
+    for (let i = 0; i < base.length; i += 2) if (!o.args?.includes(base[i]!)) out.push(base[i]!, base[i + 1]!);
+    return out;
 }
 
 export function spawnDaemon(o: DaemonOptions): DaemonProcess {
