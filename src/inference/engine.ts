@@ -56,8 +56,10 @@ export interface GenerateParams {
     /** false: no thoughts; a number: thought budget in tokens */
     thoughtBudget: false | number;
     signal: AbortSignal;
-    /** answer text as it is generated (thoughts are not streamed) */
+    /** answer text as it is generated */
     onTextDelta?: (delta: string) => void;
+    /** thought text as it is generated */
+    onThoughtDelta?: (delta: string) => void;
     /** called once, when the first token arrives */
     onFirstToken?: () => void;
 }
@@ -204,7 +206,10 @@ export class Engine {
                 },
                 onResponseChunk: (chunk) => {
                     if (chunk.type === "segment") {
-                        if (chunk.segmentType === "thought") thoughts.push(chunk.text);
+                        if (chunk.segmentType === "thought" && chunk.text !== "") {
+                            thoughts.push(chunk.text);
+                            p.onThoughtDelta?.(chunk.text);
+                        }
                     } else if (chunk.text !== "") p.onTextDelta?.(chunk.text);
                 }
             });

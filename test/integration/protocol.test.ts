@@ -76,6 +76,14 @@ describe("request features (scripted model)", () => {
         assert.equal(off.text, SCRIPTED_ANSWER);
     });
 
+    it("streams thoughts as thinkingDelta apart from the answer's delta", async () => {
+        const reply = await ask("think-stream", {prompt: "Think first", thinking: {budget: 4}, maxTokens: 64, stream: true});
+        const chunks = s.client.received.filter((m) => m.topic === "r/proto-a/think-stream" && m.json?.status === "streaming");
+        assert.deepEqual(chunks.map((c) => c.json?.seq), chunks.map((_, i) => i));
+        assert.equal(chunks.map((c) => c.json?.thinkingDelta ?? "").join(""), reply.thinking);
+        assert.equal(chunks.map((c) => c.json?.delta ?? "").join(""), reply.text);
+    });
+
     it("answers exceed_context_size with both numbers", async () => {
         const reply = await ask("ctx-1", {prompt: "word ".repeat(900), maxTokens: 600});
         assert.equal(reply.status, "error");
