@@ -4,6 +4,7 @@
  * as deploy/config.example.yaml.
  */
 import type convict from "convict";
+import type {RouteConfig} from "./routes/route.js";
 
 export interface QwenEdgeConfigShape {
     device: {id: string};
@@ -15,7 +16,7 @@ export interface QwenEdgeConfigShape {
     };
     model: {
         path: string; dir: string; variant: string; quants: string[]; repository: string;
-        download: boolean; reserveBytes: number; hfToken: string;
+        download: boolean; reserveBytes: number; hfToken: string; hfEndpoint: string;
     };
     inference: {
         threads: number; contextSize: number; batchSize: number; parallel: number; maxQueue: number;
@@ -26,6 +27,12 @@ export interface QwenEdgeConfigShape {
     state: {dir: string};
     shutdown: {drainMs: number};
     log: {level: string};
+    telemetry: {
+        intervalSeconds: number; retainHealth: boolean; homeAssistant: boolean; discoveryPrefix: string;
+        metricsPort: number; metricsHost: string; maxTemperatureC: number; coolDownC: number; pauseWhenHot: boolean;
+        lowMemoryBytes: number; throttleCommandIntervalSeconds: number;
+    };
+    routes: RouteConfig[];
 }
 
 export interface SchemaNode {
@@ -62,11 +69,12 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         path: {doc: "Path of a GGUF to load. Set it to skip the memory-based choice.", format: String, default: ""},
         dir: {doc: "Where models are kept (and downloaded to). Empty: $CACHE_DIRECTORY/models under systemd, else ~/.cache/qwen-edge/models.", format: String, default: ""},
         variant: {doc: "Which Qwen3.5 size: auto picks the largest that fits in memory.", format: ["auto", "0.8b", "2b", "4b", "9b"], default: "auto"},
-        quants: {doc: "Quantizations to consider, in order of preference.", format: Array, default: ["Q4_K_M", "Q8_0"]},
+        quants: {doc: "Quantizations to consider, most preferred first (Q4_K_M, Q8_0); e.g. [Q8_0, Q4_K_M] takes Q8_0 where it fits.", format: "quantList", default: ["Q4_K_M"]},
         repository: {doc: "Hugging Face repository pattern; {size} is replaced by 0.8B, 2B, 4B or 9B.", format: String, default: "unsloth/Qwen3.5-{size}-GGUF"},
         download: {doc: "Download the chosen model when it is not in model.dir.", format: Boolean, default: true},
-        reserveBytes: {doc: "Memory kept free for the OS and the daemon itself when choosing a model (bytes).", format: "nat", default: 512 * 1024 * 1024},
-        hfToken: {doc: "Hugging Face token for gated downloads (or HF_TOKEN).", format: String, default: "", sensitive: true}
+        reserveBytes: {doc: "Memory kept free for the OS and everything else when choosing a model: bytes or a size like 512MiB; 0 = 5% of the memory, 64 MiB to 512 MiB.", format: "size", default: 0},
+        hfToken: {doc: "Hugging Face token for gated downloads (or HF_TOKEN).", format: String, default: "", sensitive: true},
+        hfEndpoint: {doc: "Hugging Face endpoint for downloads and remote headers (a mirror). Empty: $HF_ENDPOINT or https://huggingface.co/.", format: String, default: ""}
     },
     inference: {
         threads: {doc: "CPU threads for generation. 0: the CPUs available to this process (cgroup cpu.max and affinity).", format: "nat", default: 0},
@@ -94,6 +102,24 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
     },
     log: {
         level: {doc: "Log level.", format: levels, default: "info"}
+    },
+    telemetry: {
+        intervalSeconds: {doc: "Seconds between health messages on {base}/{device}/health (at least 1; each expires after twice this).", format: "nat", default: 30},
+        retainHealth: {doc: "Publish health retained (with the expiry), so a dashboard or `qwen-edge status` sees the latest at once and a stale one disappears.", format: Boolean, default: true},
+        homeAssistant: {doc: "Announce the device to Home Assistant by MQTT device discovery. Turning it off stops announcing; `qwen-edge homeassistant remove` deletes the device.", format: Boolean, default: false},
+        discoveryPrefix: {doc: "Home Assistant's discovery prefix (its birth messages are on {prefix}/status).", format: String, default: "homeassistant"},
+        metricsPort: {doc: "TCP port serving Prometheus metrics at /metrics; 0 disables it.", format: "port", default: 0},
+        metricsHost: {doc: "Address the metrics port binds to; keep 127.0.0.1 unless a scraper on another host needs it.", format: String, default: "127.0.0.1"},
+        maxTemperatureC: {doc: "At or above this temperature (hottest thermal zone, °C) the status is degraded.", format: Number, default: 80},
+        coolDownC: {doc: "Hysteresis: the device counts as hot until it is this many °C below telemetry.maxTemperatureC.", format: Number, default: 5},
+        pauseWhenHot: {doc: "While hot or throttled, leave new requests queued (running ones finish) until it cools.", format: Boolean, default: false},
+        lowMemoryBytes: {doc: "Below this much memory headroom (MemAvailable or the cgroup's) the status is degraded; 0 disables.", format: "nat", default: 64 * 1024 * 1024},
+        throttleCommandIntervalSeconds: {doc: "Where the kernel has no get_throttled file, `vcgencmd get_throttled` runs at most this often (spawning blocks the event loop for milliseconds).", format: "nat", default: 300}
+    },
+    routes: {
+        doc: "Prompt routes: answer other devices' messages on their own topics (see docs/ROUTES.md). A list, best written in this file; as an environment variable or argument it is JSON.",
+        // The "routes" format is registered in config.ts: checked by compileRoutes, read as JSON from env/args.
+        format: "routes", default: []
     }
 };
 

@@ -9,13 +9,41 @@ import {join} from "node:path";
 import convict from "convict";
 import YAML from "yaml";
 import {ConfigError} from "./errors.js";
-import {sanitizeDeviceId} from "./mqtt/topics.js";
+import {QUANTIZATIONS, isQuantization} from "./models/catalog.js";
+import {parseSize} from "./models/planner.js";
+import {sanitizeDeviceId, topicLayout} from "./mqtt/topics.js";
+import {compileRoutes, deviceRouteProblems, routesFromJson} from "./routes/route.js";
+import {passwordNotAccepted} from "./mqtt/credentials.js";
 import {configSchema, type QwenEdgeConfigShape, type SchemaNode} from "./config-schema.js";
 
-convict.addParser({extension: ["yml", "yaml"], parse: (text: string): unknown => YAML.parse(text) as unknown});
+convict.addParser({extension: ["yml", "yaml"], parse: (text: string): unknown => withoutEmptySections(YAML.parse(text) as unknown)});
 convict.addParser({extension: "json", parse: (text: string): unknown => JSON.parse(text) as unknown});
+// A list of mappings, checked as a whole so every message names routes[i].field; JSON from env/args.
+// Sizes may be written as "512MiB", "1.5GB" or bytes; stored as bytes.
+convict.addFormat({name: "size", coerce: (v: unknown) => typeof v === "string" ? parseSize(v) : v, validate: (value: unknown): void => {
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) throw new Error("must be a size in bytes or like 512MiB, 2GiB");
+}});
+convict.addFormat({name: "quantList", coerce: (v: unknown) => typeof v === "string" ? v.split(",").map((q) => q.trim()) : v, validate: (value: unknown): void => {
+    if (!Array.isArray(value) || value.length === 0 || !value.every((q) => typeof q === "string" && isQuantization(q)))
+        throw new Error(`must be a non-empty list of ${QUANTIZATIONS.join(", ")}`);
+}});
+convict.addFormat({name: "routes", coerce: routesFromJson, validate: (value: unknown): void => {
+    const {problems} = compileRoutes(value);
+    if (problems.length > 0) throw new Error(problems.join("\n"));
+}});
 
 export type QwenEdgeConfig = QwenEdgeConfigShape;
+
+/**
+ * `mqtt:` with every key below it commented out (as in the generated example) parses as
+ * `mqtt: null`, which convict would take as "replace the whole section". An empty file parses as
+ * null. Both mean "nothing set here".
+ */
+function withoutEmptySections(parsed: unknown): unknown {
+    if (parsed === null || parsed === undefined) return {};
+    if (typeof parsed !== "object" || Array.isArray(parsed)) return parsed;
+    return Object.fromEntries(Object.entries(parsed as Record<string, unknown>).filter(([, value]) => value !== null));
+}
 
 /** `inference.maxQueue` -> `QWEN_EDGE_INFERENCE_MAX_QUEUE` and `inference-max-queue`. */
 export function envNameFor(path: string): string {
@@ -65,6 +93,8 @@ export function knownArgs(): Set<string> {
 export function loadConfig(options: LoadConfigOptions = {}): QwenEdgeConfig {
     const env = options.env ?? process.env;
     const args = options.args ?? [];
+    // Would be silently ignored (no such key): refuse it, and say where a password goes instead.
+    if (env.QWEN_EDGE_MQTT_PASSWORD !== undefined) throw passwordNotAccepted("QWEN_EDGE_MQTT_PASSWORD");
     const schema = withNames(configSchema);
     const configFile = flagValue(args, "config") ?? env.QWEN_EDGE_CONFIG;
     // Boolean flags given bare (`--model-download`) are turned into `--model-download true` for convict.
@@ -105,6 +135,10 @@ function resolveDefaults(config: QwenEdgeConfig, env: NodeJS.ProcessEnv): QwenEd
         throw new ConfigError(`inference.defaultMaxTokens (${c.inference.defaultMaxTokens}) must not exceed inference.maxTokensCap (${c.inference.maxTokensCap})`);
     if (c.inference.defaultTimeoutMs > c.inference.maxTimeoutMs)
         throw new ConfigError(`inference.defaultTimeoutMs (${c.inference.defaultTimeoutMs}) must not exceed inference.maxTimeoutMs (${c.inference.maxTimeoutMs})`);
+    if (c.routes.length > 0) {
+        const problems = deviceRouteProblems(compileRoutes(c.routes).routes, topicLayout(c.mqtt.baseTopic, c.device.id, c.mqtt.fleetGroup), c.inference);
+        if (problems.length > 0) throw new ConfigError(problems.join("\n"));
+    }
     return c;
 }
 
@@ -132,7 +166,11 @@ function normalizeArgs(args: string[]): string[] {
 function rewordConvictError(message: string, configFile: string | undefined): string {
     const lines = message.split("\n").map((l) => l.trim()).filter(Boolean).map((line) => {
         const unknown = /^configuration param '(.+)' not declared in the schema$/.exec(line);
+        if (unknown?.[1] === "mqtt.password") return passwordNotAccepted(`mqtt.password${configFile ? ` in ${configFile}` : ""}`,
+            "the configuration file is no place for a password (under systemd every local user can read it)").message;
         if (unknown) return `${unknown[1]}: unknown key${configFile ? ` in ${configFile}` : ""} (see \`qwen-edge config --example\` for every key)`;
+        // Route problems name routes[i].field themselves; convict's dump of the whole list would bury them.
+        if (line.startsWith("routes")) return line.replace(/^routes: (?=routes)/, "").replace(/: value was .*$/, "");
         return line.replace(/^([\w.]+): /, "$1: ");
     });
     return lines.join("\n");

@@ -5,9 +5,8 @@
  * (journaled, acked) and wait in the queue.
  */
 import {createHash} from "node:crypto";
-import {readFileSync} from "node:fs";
-import {basename, join} from "node:path";
-import type {IPublishPacket} from "mqtt";
+import {basename} from "node:path";
+import type {IClientPublishOptions, IPublishPacket} from "mqtt";
 import type {QwenEdgeConfig} from "./config.js";
 import {describeError, RequestError} from "./errors.js";
 import {Engine, type GenerateResult} from "./inference/engine.js";
@@ -15,6 +14,7 @@ import {Scheduler, type StopReason} from "./inference/scheduler.js";
 import {decodeJob, encodeJob} from "./jobs/codec.js";
 import {JobStore} from "./jobs/store.js";
 import type {Logger} from "./log.js";
+import type {ModelPlan} from "./models/planner.js";
 import {MqttLink, type LinkOptions} from "./mqtt/link.js";
 import {
     chunkReply, errorReply, okReply, parseCancel, parseRequest,
@@ -22,7 +22,11 @@ import {
 } from "./mqtt/protocol.js";
 import {topicLayout, type TopicLayout} from "./mqtt/topics.js";
 import {StreamCoalescer} from "./inference/stream.js";
-import {StatusReporter} from "./telemetry/status.js";
+import {StatusReporter, type StatusMessage} from "./telemetry/status.js";
+import {readBrokerSecrets} from "./mqtt/credentials.js";
+import {compileRoutes} from "./routes/route.js";
+import {Router, textAnswer} from "./routes/router.js";
+import {Telemetry, telemetrySubscriptions} from "./telemetry/telemetry.js";
 
 export interface DaemonDeps {
     config: QwenEdgeConfig;
@@ -30,8 +34,14 @@ export interface DaemonDeps {
     /** the GGUF to serve (chosen by the planner or given with --model-path) */
     modelPath: string;
     threads: number;
+    /** the planner's choice with every candidate and its requirement, for the retained info; absent with --model-path */
+    plan?: ModelPlan | null;
     /** called once the daemon is online (sd_notify READY=1) */
     onReady?: () => void;
+    /** every change of the retained status (sd_notify STATUS=) */
+    onStatus?: (status: StatusMessage) => void;
+    /** the broker connection came up, or went down with an explained reason (sd_notify STATUS=) */
+    onBroker?: (connected: boolean, problem?: string) => void;
 }
 
 interface Job {
@@ -52,10 +62,15 @@ export class Daemon {
     private engine!: Engine;
     private scheduler!: Scheduler<Job>;
     private status!: StatusReporter;
+    private telemetry!: Telemetry;
+    private router!: Router;
     private modelName = "";
     private engineState: "loading" | "ready" | "failed" = "loading";
     private engineFailure = "";
     private intakeOpen = true;
+    /** health(): finished-job count last seen, and when it last moved */
+    private watchFinished = 0;
+    private watchProgressAt = Date.now();
     private stopped: Promise<void> | null = null;
     /** messageHash -> id of pending id-less requests, to drop a redelivered copy */
     private readonly pendingHashes = new Map<string, string>();
@@ -72,6 +87,7 @@ export class Daemon {
             defaultMaxTokens: c.inference.defaultMaxTokens, maxTimeoutMs: c.inference.maxTimeoutMs,
             defaultTimeoutMs: c.inference.defaultTimeoutMs, maxStopSequences: 8, maxIdLength: 128
         };
+        this.router = new Router({log, routes: compileRoutes(c.routes).routes, device: c.device.id, limits: this.limits});
         this.modelName = basename(this.deps.modelPath).replace(/\.gguf$/i, "");
         this.store = new JobStore({log, dir: c.state.dir});
         this.engine = new Engine({log, options: {
@@ -89,14 +105,26 @@ export class Daemon {
         this.link = new MqttLink({
             log, options: this.linkOptions(),
             onMessage: (packet) => this.onMessage(packet),
-            onConnect: () => void this.status.republish(),
-            onDisconnect: () => undefined
+            onConnect: () => {
+                this.deps.onBroker?.(true);
+                void this.status.republish();
+                this.telemetry.onConnect();
+            },
+            onDisconnect: (reason) => this.deps.onBroker?.(false, reason)
         });
-        this.status = new StatusReporter({log, topic: this.layout.status, link: this.link});
+        this.status = new StatusReporter({log, topic: this.layout.status, link: this.link,
+            onChange: (status) => this.deps.onStatus?.(status)});
+        this.telemetry = new Telemetry({log, config: c, layout: this.layout, link: this.link, status: this.status,
+            modelPath: this.deps.modelPath, modelName: this.modelName, threads: this.deps.threads, limits: this.limits,
+            schedulerStats: () => this.scheduler.stats(), engineStats: () => this.engine.stats(), modelState: () => this.engineState,
+            modelDecision: () => this.deps.plan ?? null,
+            // thermal pauses must not resume a queue that waits for the model
+            setPaused: (paused) => this.scheduler.setPaused(paused || this.engineState !== "ready")});
 
         await this.store.start();
         this.link.start();
         void this.status.set("starting");
+        await this.telemetry.start().catch((err: unknown) => log.error("telemetry failed to start", describeError(err)));
         this.replayPending();
         await this.status.set("loading", {progress: {phase: "loading", model: this.modelName}});
         try {
@@ -123,6 +151,27 @@ export class Daemon {
         return this.stopped;
     }
 
+    /**
+     * Liveness for the service watchdog (sd_notify WATCHDOG=1). Every job ends by its deadline (at
+     * most inference.maxTimeoutMs, aborted if need be), so busy slots with no job finishing for
+     * longer than that mean generation is wedged, and only a restart frees it. A failed model load
+     * is not unhealthy: the daemon stays up, degraded, answering model_unavailable.
+     */
+    public health(): {ok: boolean; reason?: string} {
+        if (!this.scheduler) return {ok: true};
+        const s = this.scheduler.stats();
+        const finished = s.completed + s.expired;
+        const now = Date.now();
+        if (s.running === 0 || finished !== this.watchFinished) {
+            this.watchFinished = finished;
+            this.watchProgressAt = now;
+            return {ok: true};
+        }
+        const stuckMs = now - this.watchProgressAt;
+        const limitMs = this.deps.config.inference.maxTimeoutMs + 60_000;
+        return stuckMs <= limitMs ? {ok: true} : {ok: false, reason: `${s.running} generation(s) running and none finished for ${Math.round(stuckMs / 1000)} s`};
+    }
+
     private async shutdown(): Promise<void> {
         const {log, config} = this.deps;
         const started = Date.now();
@@ -130,6 +179,7 @@ export class Daemon {
         log.info("shutting down", {drainMs: config.shutdown.drainMs});
         const drain = await this.scheduler.stop(config.shutdown.drainMs);
         await this.engine.stop().catch((err: unknown) => log.warn("engine stop failed", describeError(err)));
+        await this.telemetry.stop();
         if (this.link.connected) {
             await Promise.race([this.status.set("offline"), new Promise((r) => setTimeout(r, 2000))]);
         }
@@ -140,32 +190,27 @@ export class Daemon {
 
     private linkOptions(): LinkOptions {
         const m = this.deps.config.mqtt;
-        const readSecretFile = (path: string): Buffer => readFileSync(path);
-        const credentialsDir = process.env.CREDENTIALS_DIRECTORY;
-        const passwordPath = m.passwordFile !== "" ? m.passwordFile : credentialsDir ? join(credentialsDir, "mqtt-password") : "";
-        let password: Buffer | undefined;
-        if (passwordPath !== "") {
-            try {
-                password = Buffer.from(readSecretFile(passwordPath).toString("utf8").replace(/\r?\n$/, ""));
-            } catch (err) {
-                if (m.passwordFile !== "") throw err; // an absent systemd credential just means no password
-            }
-        }
+        // Files only (mqtt.passwordFile or the systemd credential), never argv or the environment.
+        const secrets = readBrokerSecrets(m);
+        for (const warning of secrets.warnings) this.deps.log.warn("mqtt credentials", {problem: warning});
+        this.deps.log.info("mqtt credentials", {username: m.username !== "", password: secrets.passwordSource,
+            tls: {ca: secrets.ca !== undefined, clientCert: secrets.cert !== undefined}});
         const subscriptions: LinkOptions["subscriptions"] = [
             {filter: this.layout.request, qos: 1},
             {filter: this.layout.cancel, qos: 1}
         ];
         if (this.layout.fleetRequest) subscriptions.push({filter: this.layout.fleetRequest, qos: 1});
+        subscriptions.push(...telemetrySubscriptions(this.deps.config), ...this.router.subscriptions());
         return {
             url: m.url, clientId: m.clientId, keepaliveSeconds: m.keepaliveSeconds, sessionExpirySeconds: m.sessionExpirySeconds,
             connectTimeoutMs: m.connectTimeoutMs, reconnectMinMs: m.reconnectMinMs, reconnectMaxMs: m.reconnectMaxMs,
             will: {topic: this.layout.status, payload: JSON.stringify({state: "offline", since: new Date().toISOString(), reason: "connection lost"})},
             subscriptions, maxPayloadBytes: this.deps.config.inference.maxPayloadBytes,
             ...(m.username ? {username: m.username} : {}),
-            ...(password ? {password} : {}),
-            ...(m.ca ? {ca: readSecretFile(m.ca)} : {}),
-            ...(m.cert ? {cert: readSecretFile(m.cert)} : {}),
-            ...(m.key ? {key: readSecretFile(m.key)} : {})
+            ...(secrets.password ? {password: secrets.password} : {}),
+            ...(secrets.ca ? {ca: secrets.ca} : {}),
+            ...(secrets.cert ? {cert: secrets.cert} : {}),
+            ...(secrets.key ? {key: secrets.key} : {})
         };
     }
 
@@ -179,9 +224,13 @@ export class Daemon {
             this.onCancel(payload);
             return;
         }
-        const source = topic === this.layout.request ? "device" : "fleet";
+        if (this.telemetry.handles(topic)) return this.telemetry.onMessage(topic, payload);
         const receivedAt = Date.now();
-        const parsed = parseRequest({
+        const routed = this.router.intake({topic, payload, receivedAt, retain: packet.retain,
+            ...(props.messageExpiryInterval !== undefined ? {messageExpirySeconds: props.messageExpiryInterval} : {})});
+        if (routed === "dropped") return;
+        const source = routed?.source ?? (topic === this.layout.request ? "device" : "fleet");
+        const parsed = routed?.parsed ?? parseRequest({
             topic, payload, receivedAt, source,
             ...(props.responseTopic !== undefined ? {responseTopic: props.responseTopic} : {}),
             ...(props.correlationData !== undefined ? {correlationData: props.correlationData} : {}),
@@ -209,7 +258,8 @@ export class Daemon {
         }
         await this.store.accept(request.id, encodeJob({request, messageHash}));
         this.pendingHashes.set(messageHash, request.id);
-        this.deps.log.info("request accepted", {id: request.id, source, bytes: payload.length, stream: request.stream,
+        this.router.note(request.reply, "accepted");
+        this.deps.log.info("request accepted", {id: request.id, source, ...routeField(request.reply), bytes: payload.length, stream: request.stream,
             maxTokens: request.maxTokens, queued: stats.queued});
         this.scheduler.submit({id: request.id, deadline: request.deadline, request});
     }
@@ -261,7 +311,7 @@ export class Daemon {
         const r = job.request;
         const stream = r.stream ? new StreamCoalescer({
             intervalMs: this.deps.config.inference.streamIntervalMs,
-            emit: (seq, delta) => this.publishReply(r.reply, JSON.stringify(chunkReply(r.id, seq, delta)), 0)
+            emit: (seq, delta, part) => this.publishReply(r.reply, JSON.stringify(chunkReply(r.id, seq, delta, part)), 0)
         }) : null;
         let result: GenerateResult;
         try {
@@ -278,7 +328,7 @@ export class Daemon {
                 ...(r.stop !== undefined ? {stop: r.stop} : {}),
                 ...(r.jsonSchema !== undefined ? {jsonSchema: r.jsonSchema} : {}),
                 thoughtBudget: r.thinking === false ? false : r.thinking === true ? Math.floor(r.maxTokens * DEFAULT_THOUGHT_SHARE) : r.thinking.budget,
-                ...(stream ? {onTextDelta: (delta: string) => stream.push(delta)} : {})
+                ...(stream ? {onTextDelta: (delta: string) => stream.push(delta), onThoughtDelta: (delta: string) => stream.push(delta, "thinking")} : {})
             });
         } catch (err) {
             stream?.close();
@@ -304,21 +354,29 @@ export class Daemon {
                 tokensPerSecond: genSeconds > 0 && result.completionTokens > 1 ? (result.completionTokens - 1) / genSeconds : 0},
             model: this.modelName, device: this.layout.device
         });
-        this.deps.log.info("request done", {id: r.id, finishReason, promptTokens: result.promptTokens,
+        this.deps.log.info("request done", {id: r.id, ...routeField(r.reply), finishReason, promptTokens: result.promptTokens,
             completionTokens: result.completionTokens, queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: result.totalMs,
             textBytes: Buffer.byteLength(result.text)});
-        this.finishWith(r.id, r.reply, JSON.stringify(reply));
+        this.telemetry.recordGeneration({promptTokens: result.promptTokens, completionTokens: result.completionTokens, ttftMs: result.ttftMs, totalMs: result.totalMs});
+        // A "text" route publishes the answer alone, or nothing when there is none (see textAnswer).
+        const text = r.reply.format === "text" ? textAnswer(reply) : undefined;
+        this.router.note(r.reply, text === null ? "failed" : "answered", {id: r.id, code: text === null ? `no_answer_${finishReason}` : finishReason});
+        this.finishWith(r.id, r.reply, text === undefined ? JSON.stringify(reply) : text, true);
     }
 
     private answerError(id: string | null, reply: ReplyTarget, error: RequestError): void {
-        const payload = JSON.stringify(errorReply(id, error, {model: this.modelName, device: this.layout.device}));
-        if (id !== null && this.store.lookup(id) === "pending") this.finishWith(id, reply, payload);
-        else this.publishReply(reply, payload, 1);
+        this.telemetry.recordError(error.code);
+        // A route's unreadable payload (no id yet) was counted by the router already.
+        if (id !== null) this.router.note(reply, "failed", {id, code: error.code});
+        // A text reply carries answers only: a dashboard or actuator could not tell an error from one.
+        const payload = reply.format === "text" ? null : JSON.stringify(errorReply(id, error, {model: this.modelName, device: this.layout.device}));
+        if (id !== null && this.store.lookup(id) === "pending") this.finishWith(id, reply, payload, false);
+        else if (payload !== null) this.publishReply(reply, payload, 1);
     }
 
-    /** Publishes the final reply; the job is marked done once the broker has it. */
-    private finishWith(id: string, reply: ReplyTarget, payload: string): void {
-        void this.link.publish(reply.topic, payload, {qos: 1, ...(reply.correlationData ? {properties: {correlationData: reply.correlationData}} : {})})
+    /** Publishes the final reply (null: nothing to publish); the job is marked done once the broker has it. */
+    private finishWith(id: string, reply: ReplyTarget, payload: string | null, answer: boolean): void {
+        void (payload === null ? Promise.resolve() : this.link.publish(reply.topic, payload, replyOptions(reply, 1, answer)))
             .then(() => {
                 for (const [hash, pendingId] of this.pendingHashes) if (pendingId === id) this.pendingHashes.delete(hash);
                 return this.store.finish(id);
@@ -327,7 +385,21 @@ export class Daemon {
     }
 
     private publishReply(reply: ReplyTarget, payload: string, qos: 0 | 1): void {
-        void this.link.publish(reply.topic, payload, {qos, ...(reply.correlationData ? {properties: {correlationData: reply.correlationData}} : {})})
+        void this.link.publish(reply.topic, payload, replyOptions(reply, qos, false))
             .catch((err: unknown) => this.deps.log.warn("reply publish failed", {topic: reply.topic, message: (err as Error).message}));
     }
+}
+
+/**
+ * A reply's publish options: a route's QoS; retained only for a route's answer, so an error never
+ * replaces the last retained answer.
+ */
+function replyOptions(reply: ReplyTarget, qos: 0 | 1, answer: boolean): IClientPublishOptions {
+    return {qos: reply.qos ?? qos, ...(answer && reply.retain === true ? {retain: true} : {}),
+        ...(reply.correlationData ? {properties: {correlationData: reply.correlationData}} : {})};
+}
+
+/** Log field naming the route a request came from. */
+function routeField(reply: ReplyTarget): {route?: string} {
+    return reply.route !== undefined ? {route: reply.route} : {};
 }

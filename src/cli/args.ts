@@ -1,6 +1,7 @@
 /** Small argv helpers shared by the subcommands: own flags are taken out, the rest is configuration. */
 import {knownArgs} from "../config.js";
 import {ConfigError} from "../errors.js";
+import {passwordNotAccepted} from "../mqtt/credentials.js";
 
 export interface FlagSpec {
     /** flag names (without --) that take a value */
@@ -39,6 +40,8 @@ export function splitArgs(args: string[], spec: FlagSpec = {}): SplitArgs {
             config.push(arg);
             const next = args[i + 1];
             if (inlineValue === undefined && next !== undefined && !next.startsWith("--")) config.push(args[++i] ?? "");
+        } else if (/pass(word)?$/i.test(rawName)) {
+            throw passwordNotAccepted(`--${rawName}`);
         } else {
             throw new ConfigError(`--${rawName}: unknown option (see --help; every configuration key is also an option, e.g. --inference-threads)`);
         }

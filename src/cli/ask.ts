@@ -6,6 +6,8 @@ import {randomBytes} from "node:crypto";
 import mqtt from "mqtt";
 import {loadConfig} from "../config.js";
 import {ConfigError} from "../errors.js";
+import {readBrokerSecrets} from "../mqtt/credentials.js";
+import {explainConnectError} from "../mqtt/link.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 
@@ -28,8 +30,16 @@ export async function askCommand(args: string[]): Promise<number> {
     if (typeof flags.system === "string") request.system = flags.system;
     if (flags.thinking === true) request.thinking = true;
 
+    // The same broker credentials and TLS files as the daemon, read the same way (files only).
+    const secrets = readBrokerSecrets(config.mqtt);
     const client = await mqtt.connectAsync(config.mqtt.url, {protocolVersion: 5, clean: true, reconnectPeriod: 0,
-        clientId: `qwen-edge-ask-${nonce}`, connectTimeout: 10_000});
+        clientId: `qwen-edge-ask-${nonce}`, connectTimeout: 10_000, rejectUnauthorized: true,
+        ...(config.mqtt.username ? {username: config.mqtt.username} : {}),
+        ...(secrets.password ? {password: secrets.password} : {}),
+        ...(secrets.ca ? {ca: secrets.ca} : {}), ...(secrets.cert ? {cert: secrets.cert} : {}), ...(secrets.key ? {key: secrets.key} : {})
+    }).catch((err: Error & {code?: string | number}) => {
+        throw new Error(explainConnectError(err, config.mqtt.url, {ca: secrets.ca !== undefined, clientCert: secrets.cert !== undefined}).message);
+    });
     try {
         await client.subscribeAsync(replyTopic, {qos: 1});
         const done = new Promise<number>((resolve) => {

@@ -1,7 +1,11 @@
 /** The subcommands and their help texts. */
 import {askCommand} from "./ask.js";
+import {planCommand, pullCommand} from "./models.js";
+import {homeAssistantCommand} from "./homeassistant.js";
+import {statusCommand} from "./status.js";
 import {renderExampleConfig} from "./config-example.js";
 import {runCommand} from "./run.js";
+import {routesCommand} from "./routes.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 import {ConfigError} from "../errors.js";
@@ -10,7 +14,12 @@ export type Command = (args: string[]) => Promise<number>;
 
 export const commands: Record<string, Command> = {
     run: runCommand,
+    plan: planCommand,
+    pull: pullCommand,
     ask: askCommand,
+    status: statusCommand,
+    homeassistant: homeAssistantCommand,
+    routes: routesCommand,
     config: async (args) => {
         const {flags} = splitArgs(args, {booleans: ["example"]});
         if (flags.example !== true) throw new ConfigError("config: use `qwen-edge config --example` to print every key with its default");
@@ -24,7 +33,13 @@ const HELP: Record<string, string> = {
 
 Usage:
   qwen-edge [run] [options]          run the daemon (default)
+  qwen-edge plan [--memory SIZE] [--json]
+                                     which Qwen3.5 fits this device (or one with SIZE free), and why
+  qwen-edge pull [--variant V]       download (or check) the chosen model now, with progress
   qwen-edge ask "prompt" [options]   send one request and print the answer
+  qwen-edge status [--device ID]     state, model and health of one device or every device
+  qwen-edge homeassistant remove     delete this device from Home Assistant's discovery
+  qwen-edge routes list | test NAME  the prompt routes, and what one would do with a message
   qwen-edge config --example         print every configuration key with its default (YAML)
   qwen-edge help COMMAND             help for one command
 
@@ -49,12 +64,56 @@ Runs the daemon: connects to the broker (mqtt.url), loads the model, answers req
   --inference-threads N      generation threads (default: CPUs available)
 See \`qwen-edge config --example\` for every key.
 `,
+    plan: `qwen-edge plan [--memory SIZE] [--json] [options]
+
+Probes this device's memory (MemAvailable, cgroup v1/v2 limits, swap is never counted), estimates
+what every Qwen3.5 candidate (0.8B, 2B, 4B, 9B x model.quants) needs for the configured context
+(GGUF header of a local file, else the remote header by HTTP range, else built-in numbers), and
+prints each candidate's requirement, whether it fits, and the choice: the largest that fits.
+  --memory SIZE   plan for a device with SIZE available (e.g. 4GiB, 1536MiB, bytes)
+  --json          one JSON object: budgetBytes, memory, candidates[], choice
+Exit code 3 when nothing fits.
+`,
+    pull: `qwen-edge pull [--variant auto|0.8b|2b|4b|9b] [--memory SIZE] [options]
+
+Provisions the model that \`plan\` chooses (or the given variant) into model.dir: a file already there
+is checked and used; otherwise it is downloaded (resumable), its sha256 verified where Hugging Face
+publishes it, and moved into place. Shows a progress bar on a terminal.
+`,
     ask: `qwen-edge ask "prompt" [--device ID] [--fleet] [--stream] [--json] [--max-tokens N]
                       [--system TEXT] [--thinking] [--timeout SECONDS] [--mqtt-url URL]
 
 Sends one request to {base}/{device}/request (or the fleet queue with --fleet) with an MQTT v5
 Response Topic, prints the answer (as it is generated with --stream; the whole JSON reply with
 --json) and exits 0, or 1 on an error reply, or 4 when no answer came in time (default 120 s).
+`,
+    status: `qwen-edge status [--device ID] [--json] [--wait SECONDS] [--mqtt-url URL]
+
+Reads the retained {base}/+/status, info and health topics and prints a table of every device
+(state, for how long, model, temperature, throttling, tokens/s, queue, memory, health age, reason),
+or one device in detail with --device. --json prints {"devices": [{device, status, info, health}]}
+(one such object with --device). Waits until the broker has sent everything (at most --wait,
+default 5 s); exits 0, or 4 when no device (or not the one asked for) has published a status.
+`,
+    homeassistant: `qwen-edge homeassistant remove [--device ID]
+
+Publishes an empty retained message on {telemetry.discoveryPrefix}/device/{device}/config, which
+makes Home Assistant delete the device and its sensors. Set telemetry.homeAssistant to false first:
+a daemon with discovery on announces itself again whenever Home Assistant restarts.
+`,
+    routes: `qwen-edge routes list [--config FILE.yaml]
+qwen-edge routes test NAME --topic TOPIC [--payload TEXT] [--config FILE.yaml]
+
+Prompt routes (the \`routes:\` list of the configuration; see docs/ROUTES.md) answer messages
+from devices that cannot speak qwen-edge's request format, on their own topics.
+
+list   prints every route: topic filter, payload reading, filter, rate limit, reply topic,
+       format, QoS and retain.
+test   shows what the route would do with one message on TOPIC carrying TEXT (default empty):
+       the wildcard segments, whether the filter passes, the rate limit, the reply topic, the
+       system prompt and the prompt it would build. Nothing is loaded or connected. Exits 0 when
+       the message would be queued, 1 when it would be filtered or refused, 2 on a bad
+       configuration (a loop, an unknown placeholder, ...) or an unknown route.
 `,
     config: `qwen-edge config --example
 

@@ -14,6 +14,10 @@ export function renderExampleConfig(): string {
         ""
     ];
     for (const [section, keys] of Object.entries(configSchema as unknown as Record<string, Record<string, SchemaNode>>)) {
+        if ("doc" in keys && "default" in keys) {
+            lines.push(...topLevelKey(section, keys as unknown as SchemaNode), "");
+            continue;
+        }
         lines.push(`${section}:`);
         for (const [key, node] of Object.entries(keys)) {
             const path = `${section}.${key}`;
@@ -26,6 +30,18 @@ export function renderExampleConfig(): string {
         lines.push("");
     }
     return lines.join("\n");
+}
+
+/** A key with no section (`routes`): a list, shown with a commented example entry. */
+function topLevelKey(key: string, node: SchemaNode): string[] {
+    const lines = wrap(node.doc, 98).map((l) => `# ${l}`);
+    lines.push(`# env ${envNameFor(key)}, arg --${argNameFor(key)} (JSON).`);
+    if (key === "routes") {
+        lines.push("# routes:", "#   - name: doorbell", "#     topic: home/+/doorbell",
+            "#     prompt: \"Someone rang the {{topic.1}} doorbell and said: {{payload}}. Announce it in one short sentence.\"",
+            "#     reply: {topic: \"home/{{topic.1}}/doorbell/announcement\"}");
+    } else lines.push(`# ${key}: ${yamlValue(node.default)}`);
+    return lines;
 }
 
 function yamlValue(value: unknown): string {

@@ -2,6 +2,8 @@
 import {availableParallelism} from "node:os";
 import {loadConfig, redactedConfig} from "../config.js";
 import {Daemon} from "../daemon.js";
+import {SdNotifier} from "../system/sdnotify.js";
+import type {StatusMessage} from "../telemetry/status.js";
 import {ConfigError, describeError} from "../errors.js";
 import {createLogger} from "../log.js";
 import {packageVersion} from "../version.js";
@@ -19,7 +21,14 @@ export async function runCommand(args: string[]): Promise<number> {
     log.info("qwen-edge starting", {version: packageVersion(), pid: process.pid, device: config.device.id, threads,
         config: redactedConfig(config)});
 
-    const daemon = new Daemon({config, log, modelPath, threads});
+    // systemd: READY=1 once online (or degraded), WATCHDOG=1 while healthy, STOPPING=1, STATUS= lines.
+    const systemdStatus = new SystemdStatus((text) => notifier.status(text));
+    const daemon = new Daemon({config, log, modelPath, threads,
+        onReady: () => notifier.ready(systemdStatus.text()),
+        onStatus: (status) => systemdStatus.setState(status),
+        onBroker: (connected, problem) => systemdStatus.setBroker(connected, problem)});
+    const notifier = new SdNotifier({log, check: () => daemon.health()});
+    notifier.start();
     let signals = 0;
     const stopped = new Promise<number>((resolve) => {
         const onSignal = (signal: NodeJS.Signals): void => {
@@ -29,15 +38,19 @@ export async function runCommand(args: string[]): Promise<number> {
                 process.exit(EXIT.failure);
             }
             log.info("signal received", {signal});
+            notifier.stopping(`stopping (${signal}): finishing running requests for up to ${config.shutdown.drainMs / 1000} s`);
             // A stuck shutdown must not hang the unit: systemd would SIGKILL us anyway, later.
             setTimeout(() => {
                 log.error("shutdown took too long; exiting");
                 process.exit(EXIT.failure);
             }, config.shutdown.drainMs + 15_000).unref();
-            daemon.stop().then(() => resolve(EXIT.ok), (err: unknown) => {
+            daemon.stop().then(() => EXIT.ok, (err: unknown) => {
                 log.error("shutdown failed", describeError(err));
-                resolve(EXIT.failure);
-            });
+                return EXIT.failure;
+            }).then(async (code) => {
+                await notifier.stop();
+                resolve(code);
+            }, () => resolve(EXIT.failure));
         };
         process.on("SIGTERM", onSignal);
         process.on("SIGINT", onSignal);
@@ -52,4 +65,28 @@ export async function runCommand(args: string[]): Promise<number> {
     });
     await daemon.start();
     return stopped;
+}
+
+/** The one-line STATUS= for `systemctl status`: the device state, then the broker connection. */
+class SystemdStatus {
+    private state = "starting";
+    private broker = "connecting to the broker";
+
+    public constructor(private readonly send: (text: string) => void) {}
+
+    public text(): string {
+        return `${this.state}; ${this.broker}`;
+    }
+
+    public setState(status: StatusMessage): void {
+        const model = typeof status.progress?.model === "string" ? ` ${status.progress.model}` : "";
+        this.state = status.state === "loading" ? `loading model${model}`
+            : status.reason !== undefined ? `${status.state}: ${status.reason}` : status.state;
+        this.send(this.text());
+    }
+
+    public setBroker(connected: boolean, problem?: string): void {
+        this.broker = connected ? "broker connected" : `broker: ${problem ?? "connection lost"}; retrying`;
+        this.send(this.text());
+    }
 }

@@ -4,6 +4,8 @@
  *
  * Architecture numbers are those of the published `config.json` `text_config` of Qwen/Qwen3.5-{0.8B,2B,4B,9B}
  * (the text model only; the vision tower ships as a separate mmproj file that qwen-edge does not load).
+ * Cross-checks: they give 0.75 / 1.88 / 4.21 / 8.95 B parameters, and header-only GGUFs built from them
+ * estimate Q8_0 weights within 0.1 % (4B) and 4 % (0.8B) of published files.
  */
 
 export type ModelVariant = "0.8b" | "2b" | "4b" | "9b";
@@ -80,8 +82,9 @@ const SHARED = {
     trainContextLength: 262_144
 } as const;
 
-function arch(a: Omit<Qwen35Architecture, keyof typeof SHARED>): Qwen35Architecture {
-    return {...SHARED, ...a};
+function define(v: Omit<CatalogVariant, "parameters" | "architecture"> & {architecture: Omit<Qwen35Architecture, keyof typeof SHARED>}): CatalogVariant {
+    const architecture = {...SHARED, ...v.architecture};
+    return {...v, architecture, parameters: countParameters(architecture)};
 }
 
 /*
@@ -90,32 +93,27 @@ function arch(a: Omit<Qwen35Architecture, keyof typeof SHARED>): Qwen35Architect
  * parameters × 8.5 bits. All approximate: the GGUF header read at provisioning time is the real number.
  */
 const VARIANTS: Record<ModelVariant, CatalogVariant> = {
-    "0.8b": {
-        variant: "0.8b", sizeLabel: "0.8B", parameters: 0, thinkingByDefault: false,
-        architecture: arch({layers: 24, embeddingLength: 1024, feedForwardLength: 3584, headCount: 8, headCountKv: 2,
-            ssmTimeStepRank: 16, tiedEmbeddings: true}),
+    "0.8b": define({
+        variant: "0.8b", sizeLabel: "0.8B", thinkingByDefault: false,
+        architecture: {layers: 24, embeddingLength: 1024, feedForwardLength: 3584, headCount: 8, headCountKv: 2, ssmTimeStepRank: 16, tiedEmbeddings: true},
         files: {Q4_K_M: {approxBytes: 530e6}, Q8_0: {approxBytes: 834e6}}
-    },
-    "2b": {
-        variant: "2b", sizeLabel: "2B", parameters: 0, thinkingByDefault: false,
-        architecture: arch({layers: 24, embeddingLength: 2048, feedForwardLength: 6144, headCount: 8, headCountKv: 2,
-            ssmTimeStepRank: 16, tiedEmbeddings: true}),
+    }),
+    "2b": define({
+        variant: "2b", sizeLabel: "2B", thinkingByDefault: false,
+        architecture: {layers: 24, embeddingLength: 2048, feedForwardLength: 6144, headCount: 8, headCountKv: 2, ssmTimeStepRank: 16, tiedEmbeddings: true},
         files: {Q4_K_M: {approxBytes: 1.3e9}, Q8_0: {approxBytes: 2.02e9}}
-    },
-    "4b": {
-        variant: "4b", sizeLabel: "4B", parameters: 0, thinkingByDefault: true,
-        architecture: arch({layers: 32, embeddingLength: 2560, feedForwardLength: 9216, headCount: 16, headCountKv: 4,
-            ssmTimeStepRank: 32, tiedEmbeddings: true}),
+    }),
+    "4b": define({
+        variant: "4b", sizeLabel: "4B", thinkingByDefault: true,
+        architecture: {layers: 32, embeddingLength: 2560, feedForwardLength: 9216, headCount: 16, headCountKv: 4, ssmTimeStepRank: 32, tiedEmbeddings: true},
         files: {Q4_K_M: {approxBytes: 2.7e9}, Q8_0: {approxBytes: 4.48e9}}
-    },
-    "9b": {
-        variant: "9b", sizeLabel: "9B", parameters: 0, thinkingByDefault: true,
-        architecture: arch({layers: 32, embeddingLength: 4096, feedForwardLength: 12288, headCount: 16, headCountKv: 4,
-            ssmTimeStepRank: 32, tiedEmbeddings: false}),
+    }),
+    "9b": define({
+        variant: "9b", sizeLabel: "9B", thinkingByDefault: true,
+        architecture: {layers: 32, embeddingLength: 4096, feedForwardLength: 12288, headCount: 16, headCountKv: 4, ssmTimeStepRank: 32, tiedEmbeddings: false},
         files: {Q4_K_M: {approxBytes: 5.6e9}, Q8_0: {approxBytes: 9.53e9}}
-    }
+    })
 };
-for (const v of Object.values(VARIANTS)) v.parameters = countParameters(v.architecture);
 
 export function catalogVariant(variant: ModelVariant): CatalogVariant {
     return VARIANTS[variant];
@@ -218,6 +216,36 @@ export function estimateContextBytes(a: Qwen35Architecture, shape: ContextShape)
     const compute = a.vocabSize * computeRows * 4 + computeRows * a.embeddingLength * 12;
     const outputs = a.vocabSize * 4 * shape.sequences;
     return kv + statePerSequence * shape.sequences + compute + outputs;
+}
+
+export type RequirementSource = "gguf-header" | "catalog";
+
+/** What one candidate model needs in memory, and where the numbers came from. */
+export interface CandidateRequirement {
+    variant: ModelVariant;
+    quant: Quantization;
+    uri: string;
+    /** weightsBytes + contextBytes + overheadBytes */
+    requiredBytes: number;
+    weightsBytes: number;
+    contextBytes: number;
+    overheadBytes: number;
+    source: RequirementSource;
+    /** Why the numbers came from where they did (e.g. the header read error), for the plan's reasons. */
+    note?: string;
+}
+
+/** The offline fallback: the approximate file size as weights, the context computed from the architecture. */
+export function catalogRequirement(variant: ModelVariant, quant: Quantization, uri: string, shape: ContextShape,
+    overheadBytes = RUNTIME_OVERHEAD_BYTES, note?: string): CandidateRequirement {
+    const entry = VARIANTS[variant];
+    const weightsBytes = entry.files[quant].approxBytes;
+    const contextBytes = estimateContextBytes(entry.architecture, shape);
+    return {
+        variant, quant, uri, source: "catalog", weightsBytes, contextBytes, overheadBytes,
+        requiredBytes: weightsBytes + contextBytes + overheadBytes,
+        ...(note ? {note} : {})
+    };
 }
 
 /**

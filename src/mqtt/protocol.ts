@@ -32,7 +32,15 @@ export interface ReplyTarget {
     topic: string;
     /** Echoed with every reply (whatever `via`), so v5 clients can match errors too. */
     correlationData?: Buffer;
-    via: "response-topic" | "replyTo" | "default";
+    via: "response-topic" | "replyTo" | "default" | "route";
+    /** Set for routes only (see src/routes/): the route answered for, in logs and counters. */
+    route?: string;
+    /** "text": publish only the answer text, never an error (default "json": the reply object). */
+    format?: "json" | "text";
+    /** Publish the final reply retained (default false). */
+    retain?: boolean;
+    /** QoS of the final reply (default 1). */
+    qos?: 0 | 1 | 2;
 }
 
 export interface InferenceRequest {

@@ -26,6 +26,8 @@ export interface BrokerOptions {
     /** extra mosquitto.conf lines */
     extraConfig?: string[];
     persistence?: boolean;
+    /** listen on this port (e.g. one a daemon is already retrying); default a free one */
+    port?: number;
 }
 
 export async function freePort(): Promise<number> {
@@ -42,7 +44,7 @@ export async function freePort(): Promise<number> {
 
 export async function startBroker(options: BrokerOptions = {}): Promise<Broker> {
     const dir = await mkdtemp(join(tmpdir(), "qe-broker-"));
-    const port = await freePort();
+    const port = options.port ?? await freePort();
     const conf = [
         `listener ${port} 127.0.0.1`,
         "allow_anonymous true",

@@ -33,9 +33,11 @@ export class TestClient {
         });
     }
 
-    public static async connect(url: string, options: {protocolVersion?: 4 | 5; clientId?: string} = {}): Promise<TestClient> {
+    public static async connect(url: string, options: {protocolVersion?: 4 | 5; clientId?: string; username?: string; password?: string} = {}): Promise<TestClient> {
         const client = await mqtt.connectAsync(url, {protocolVersion: options.protocolVersion ?? 5, reconnectPeriod: 200,
-            clientId: options.clientId ?? `test-${Math.random().toString(16).slice(2)}`, clean: true, connectTimeout: 5000});
+            clientId: options.clientId ?? `test-${Math.random().toString(16).slice(2)}`, clean: true, connectTimeout: 5000,
+            ...(options.username !== undefined ? {username: options.username} : {}),
+            ...(options.password !== undefined ? {password: options.password} : {})});
         return new TestClient(client);
     }
 

@@ -1,0 +1,133 @@
+/**
+ * Memory requirement of a candidate model: node-llama-cpp's V2 estimates (a no-alloc simulation inside
+ * llama.cpp) over the GGUF header, read from a local file or from the remote file by HTTP range. When no
+ * header can be read (offline, not provisioned) the catalog's numbers stand in, marked `source: "catalog"`.
+ */
+import {stat} from "node:fs/promises";
+import {GgufInsights, LlamaLogLevel, getLlama, readGgufFileInfo, type Llama} from "node-llama-cpp";
+import {
+    MODEL_VARIANTS, RUNTIME_OVERHEAD_BYTES, catalogRequirement, modelUri,
+    type CandidateRequirement, type ContextShape, type ModelLocation, type ModelVariant, type Quantization
+} from "./catalog.js";
+
+export interface EstimateOptions extends ContextShape {
+    /** Shared Llama instance (the engine's); default: one created here with gpu off and one thread. */
+    llama?: Llama;
+    /** Read remote headers (HTTP range); false skips straight to the catalog. Default true. */
+    remote?: boolean;
+    /** Runtime overhead added to every candidate; default RUNTIME_OVERHEAD_BYTES. */
+    overheadBytes?: number;
+    /** Must match the engine's context option; default node-llama-cpp's "auto". */
+    flashAttention?: boolean;
+    signal?: AbortSignal;
+}
+
+export interface EstimateTarget {
+    variant: ModelVariant;
+    quant: Quantization;
+    /** Hugging Face or https URI of the file; default the catalog's. */
+    uri?: string;
+    /** Local path of the provisioned file, when there is one: read before the network. */
+    path?: string;
+}
+
+export interface HeaderEstimate {
+    weightsBytes: number;
+    contextBytes: number;
+    /** Tensor data size stated by the header (the file minus its metadata). */
+    modelSizeBytes: number;
+    architecture: string | undefined;
+}
+
+/** Requirement of every variant × quantization, in catalog order. */
+export async function estimateCandidates(targets: readonly EstimateTarget[], options: EstimateOptions): Promise<CandidateRequirement[]> {
+    const results: CandidateRequirement[] = [];
+    // One at a time: each simulation loads a no-alloc model in llama.cpp, and the devices are small.
+    for (const target of targets) results.push(await estimateRequirement(target, options));
+    return results;
+}
+
+/** Every variant × quantization in `quants`, with URIs from `location` (config's repository override). */
+export function catalogTargets(quants: readonly Quantization[], location: ModelLocation = {}, variants?: readonly ModelVariant[]): EstimateTarget[] {
+    return (variants ?? MODEL_VARIANTS).flatMap((variant) => quants.map((quant) => ({variant, quant, uri: modelUri(variant, quant, location)})));
+}
+
+export async function estimateRequirement(target: EstimateTarget, options: EstimateOptions): Promise<CandidateRequirement> {
+    const uri = target.uri ?? modelUri(target.variant, target.quant);
+    const overheadBytes = options.overheadBytes ?? RUNTIME_OVERHEAD_BYTES;
+    const sources: string[] = [];
+    if (target.path !== undefined && await isFile(target.path)) sources.push(target.path);
+    if (options.remote !== false) sources.push(uri);
+    let failure = sources.length === 0 ? "remote header reads are off" : "";
+    for (const source of sources) {
+        try {
+            const header = await estimateGgufRequirement(source, options);
+            if (header.architecture !== "qwen35") throw new Error(`architecture is ${header.architecture ?? "missing"}, not qwen35`);
+            return {
+                variant: target.variant, quant: target.quant, uri, source: "gguf-header",
+                weightsBytes: header.weightsBytes, contextBytes: header.contextBytes, overheadBytes,
+                requiredBytes: header.weightsBytes + header.contextBytes + overheadBytes
+            };
+        } catch (err) {
+            if (options.signal?.aborted) throw err;
+            failure = `${source === uri ? "remote" : "local"} header unreadable: ${shortMessage(err)}`;
+        }
+    }
+    return catalogRequirement(target.variant, target.quant, uri, options, overheadBytes, failure);
+}
+
+/** V2 estimates over one GGUF header (a path or a URI); throws when the header cannot be read. */
+export async function estimateGgufRequirement(pathOrUri: string, options: ContextShape & {llama?: Llama; flashAttention?: boolean; signal?: AbortSignal}): Promise<HeaderEstimate> {
+    const info = await readGgufFileInfo(pathOrUri, {
+        logWarnings: false,
+        // The default is 10 retries with backoff (~110 s); a planner offline should fall back at once.
+        fetchRetryOptions: {retries: 1, minTimeout: 500, maxTimeout: 2000},
+        ...(options.signal ? {signal: options.signal} : {})
+    });
+    const insights = await GgufInsights.from(info, options.llama ?? await sharedLlama());
+    // No mmap in the estimate: mmap'ed weights still have to stay resident to be served at speed.
+    const model = await insights.estimateModelResourceRequirementsV2({gpuLayers: 0, useMmap: false});
+    const context = await insights.estimateContextResourceRequirementsV2({
+        contextSize: options.contextSize, modelGpuLayers: 0, batchSize: options.batchSize, sequences: options.sequences,
+        ...(options.flashAttention !== undefined ? {flashAttention: options.flashAttention} : {})
+    });
+    return {
+        weightsBytes: Math.max(model.cpuRam, insights.modelSize),
+        contextBytes: context.cpuRam,
+        modelSizeBytes: insights.modelSize,
+        architecture: info.metadata.general?.architecture
+    };
+}
+
+let llamaPromise: Promise<Llama> | null = null;
+
+/** A CPU-only Llama that never builds or downloads; one thread, for the estimates only. */
+function sharedLlama(): Promise<Llama> {
+    llamaPromise ??= getLlama({gpu: false, build: "never", maxThreads: 1, logLevel: LlamaLogLevel.error}).catch((err: unknown) => {
+        llamaPromise = null;
+        throw err;
+    });
+    return llamaPromise;
+}
+
+/** Frees the Llama created for estimates (none when callers always pass their own). */
+export async function disposeEstimateLlama(): Promise<void> {
+    const pending = llamaPromise;
+    llamaPromise = null;
+    const llama = await pending?.catch(() => null);
+    await llama?.dispose();
+}
+
+async function isFile(path: string): Promise<boolean> {
+    try {
+        return (await stat(path)).isFile();
+    } catch {
+        return false;
+    }
+}
+
+function shortMessage(err: unknown): string {
+    const message = err instanceof Error ? err.message : String(err);
+    const cause = err instanceof Error && err.cause instanceof Error ? ` (${err.cause.message})` : "";
+    return (message.split("\n")[0] + cause).slice(0, 160);
+}

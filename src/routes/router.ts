@@ -1,0 +1,243 @@
+/**
+ * The router: which route filters to subscribe, and for a message on one of them, the request the
+ * daemon journals and queues like a native one (same field validation and limits, `source`
+ * "route:NAME", a reply target carrying the route's topic, QoS, retain and format). Also the
+ * per-source rate limit and the per-route counters for telemetry. No I/O besides logging.
+ */
+import {randomBytes} from "node:crypto";
+import {RequestError} from "../errors.js";
+import type {Logger} from "../log.js";
+import type {InferenceRequest, OkReply, ParseResult, ProtocolLimits, ReplyTarget} from "../mqtt/protocol.js";
+import {readRequestFields} from "../mqtt/request-fields.js";
+import {topicMatches} from "../mqtt/topics.js";
+import {filterRefusal, type Route} from "./route.js";
+import {renderText, renderTopic, wildcardSegments, type TemplateValues} from "./template.js";
+
+export interface RoutedMessage {
+    /** the concrete topic it was published on */
+    topic: string;
+    payload: Buffer;
+    /** epoch ms; also the rate limit's clock */
+    receivedAt: number;
+    /** MQTT v5 Message Expiry Interval, as forwarded */
+    messageExpirySeconds?: number;
+    /** the broker's retain flag: set only on old values sent because we subscribed */
+    retain?: boolean;
+}
+
+export type RouteEvaluation =
+    | {outcome: "filtered"; reason: string}
+    /**
+     * "payload": unreadable before the filter (size, encoding, JSON); "render": the filter passed
+     * but the request cannot be built. `reply` is null when the reply topic cannot be built either.
+     */
+    | {outcome: "invalid"; stage: "payload" | "render"; error: RequestError; reply: ReplyTarget | null}
+    | {outcome: "ok"; request: InferenceRequest; values: TemplateValues};
+
+export interface RouteCounters {
+    /** messages on the route's topic that it looked at */
+    received: number;
+    /** refused by the route's filter */
+    filtered: number;
+    /** dropped because the same source topic had a request less than minIntervalMs ago */
+    rateLimited: number;
+    /** payloads the route could not read (encoding, JSON, absent field, bad topic value, limits) */
+    invalid: number;
+    /** retained messages the broker sent on subscribing: old values, not answered */
+    retainedSkipped: number;
+    /** journaled and queued */
+    accepted: number;
+    /** answer published */
+    answered: number;
+    /** accepted or routed, then no answer: queue full, timeout, cancelled, generation error, empty text */
+    failed: number;
+}
+
+const utf8 = new TextDecoder("utf-8", {fatal: true});
+/** Source topics remembered per route for the rate limit; the oldest go first beyond this. */
+const MAX_TRACKED_TOPICS = 10_000;
+
+function parseJson(text: string): {ok: true; value: unknown} | {ok: false} {
+    try {
+        return {ok: true, value: JSON.parse(text) as unknown};
+    } catch {
+        return {ok: false};
+    }
+}
+
+function replyTarget(route: Route, topic: string): ReplyTarget {
+    return {topic, via: "route", route: route.name, format: route.reply.format, retain: route.reply.retain, qos: route.reply.qos};
+}
+
+/**
+ * One message through one route whose topic it matched: decode, filter, render, validate. Pure
+ * but for the id's randomness; the rate limit is the Router's.
+ */
+export function evaluateRoute(route: Route, msg: RoutedMessage, env: {device: string; limits: ProtocolLimits}): RouteEvaluation {
+    const values: TemplateValues = {
+        payload: "", json: undefined, topic: msg.topic, segments: wildcardSegments(route.topic, msg.topic) ?? [],
+        time: new Date(msg.receivedAt).toISOString(), device: env.device
+    };
+    const invalid = (error: RequestError, stage: "payload" | "render" = "payload"): RouteEvaluation => {
+        let reply: ReplyTarget | null = null;
+        try {
+            reply = replyTarget(route, renderTopic(route.reply.topic, values, "reply.topic"));
+        } catch {
+            reply = null;
+        }
+        return {outcome: "invalid", stage, error, reply};
+    };
+    if (msg.payload.length > env.limits.maxPayloadBytes) {
+        return invalid(new RequestError("payload_too_large", `payload is ${msg.payload.length} bytes; the limit is ${env.limits.maxPayloadBytes} bytes`,
+            {maxPayloadBytes: env.limits.maxPayloadBytes}));
+    }
+    try {
+        values.payload = utf8.decode(msg.payload);
+    } catch {
+        return invalid(new RequestError("invalid_encoding", "payload is not valid UTF-8 text"));
+    }
+    if (route.payload === "json") {
+        const parsed = parseJson(values.payload);
+        if (!parsed.ok) return invalid(new RequestError("invalid_json", `route ${route.name} reads JSON payloads, and this one is not valid JSON`));
+        values.json = parsed.value;
+    }
+    const refusal = filterRefusal(route, values.payload, values.json);
+    if (refusal !== null) return {outcome: "filtered", reason: refusal};
+    try {
+        const topic = renderTopic(route.reply.topic, values, "reply.topic");
+        const body: Record<string, unknown> = {prompt: renderText(route.prompt, values, "prompt"), maxTokens: route.maxTokens,
+            timeoutMs: route.timeoutMs, jsonSchema: route.jsonSchema, thinking: route.thinking};
+        if (route.system !== null) body.system = renderText(route.system, values, "system");
+        // The same field rules and caps as a native JSON request.
+        const fields = readRequestFields(body, env.limits);
+        const expiry = msg.messageExpirySeconds;
+        const deadline = expiry !== undefined && Number.isFinite(expiry) && expiry >= 0
+            ? Math.min(msg.receivedAt + fields.timeoutMs, msg.receivedAt + expiry * 1000)
+            : msg.receivedAt + fields.timeoutMs;
+        const id = `${route.name}-${msg.receivedAt.toString(36)}-${randomBytes(6).toString("hex")}`;
+        const request: InferenceRequest = {id, ...fields, deadline, reply: replyTarget(route, topic), receivedAt: msg.receivedAt,
+            source: `route:${route.name}`};
+        return {outcome: "ok", request, values};
+    } catch (err) {
+        if (err instanceof RequestError) return invalid(err, "render");
+        throw err;
+    }
+}
+
+/** The text a "text" route publishes, or null when there is no answer to publish. */
+export function textAnswer(reply: OkReply): string | null {
+    // A partial answer cut off by a timeout or cancel is not an answer; one cut at maxTokens is.
+    if (reply.finishReason === "timeout" || reply.finishReason === "cancelled") return null;
+    // An empty retained publish would delete the retained value a dashboard shows.
+    return reply.text.trim() === "" ? null : reply.text;
+}
+
+export interface RouterDeps {
+    log: Logger;
+    routes: readonly Route[];
+    device: string;
+    limits: ProtocolLimits;
+}
+
+export class Router {
+    private readonly deps: RouterDeps;
+    private readonly counters = new Map<string, RouteCounters>();
+    /** route name -> source topic -> when its last request was routed (oldest first) */
+    private readonly lastRouted = new Map<string, Map<string, number>>();
+
+    public constructor(deps: RouterDeps) {
+        this.deps = deps;
+    }
+
+    /** One QoS 1 subscription per distinct route filter. */
+    public subscriptions(): Array<{filter: string; qos: 1}> {
+        return [...new Set(this.deps.routes.map((r) => r.topic))].map((filter) => ({filter, qos: 1}));
+    }
+
+    /**
+     * A message from the broker. null: no route's topic matches (not a route message). "dropped":
+     * a route took it and nothing more is to be done (filtered, rate limited, retained, or invalid
+     * with onInvalid "drop"). Otherwise what to journal and queue, or the error to answer, exactly
+     * as for a native request. Routes are tried in order; the first whose topic matches and whose
+     * filter passes takes the message.
+     */
+    public intake(msg: RoutedMessage): {source: `route:${string}`; parsed: ParseResult} | "dropped" | null {
+        const candidates = this.deps.routes.filter((r) => topicMatches(r.topic, msg.topic));
+        const first = candidates[0];
+        if (first === undefined) return null;
+        const {log} = this.deps;
+        if (msg.retain === true) {
+            this.count(first.name).retainedSkipped++;
+            log.debug("route message skipped: retained (an old value sent on subscribe)", {route: first.name, topic: msg.topic, bytes: msg.payload.length});
+            return "dropped";
+        }
+        for (const route of candidates) {
+            const counters = this.count(route.name);
+            counters.received++;
+            const evaluation = evaluateRoute(route, msg, {device: this.deps.device, limits: this.deps.limits});
+            if (evaluation.outcome === "filtered") {
+                counters.filtered++;
+                log.debug("route message filtered", {route: route.name, topic: msg.topic, bytes: msg.payload.length, reason: evaluation.reason});
+                continue;
+            }
+            if (evaluation.outcome === "invalid") {
+                counters.invalid++;
+                const answer = route.onInvalid === "reply-error" && evaluation.reply !== null;
+                log.warn("route message invalid", {route: route.name, topic: msg.topic, bytes: msg.payload.length, code: evaluation.error.code,
+                    problem: evaluation.error.message, action: answer ? "error reply" : "dropped"});
+                if (!answer || evaluation.reply === null) return "dropped";
+                return {source: `route:${route.name}`, parsed: {ok: false, error: evaluation.error, id: null, reply: evaluation.reply}};
+            }
+            if (!this.takeSlot(route, msg.topic, msg.receivedAt)) {
+                counters.rateLimited++;
+                log.info("route message dropped: rate limited", {route: route.name, topic: msg.topic, minIntervalMs: route.minIntervalMs});
+                return "dropped";
+            }
+            return {source: `route:${route.name}`, parsed: {ok: true, request: evaluation.request}};
+        }
+        return "dropped";
+    }
+
+    /** What became of a routed request (the daemon reports it); ignored for native requests. */
+    public note(reply: ReplyTarget, event: "accepted" | "answered" | "failed", info: {id?: string | null; code?: string} = {}): void {
+        if (reply.route === undefined) return;
+        this.count(reply.route)[event]++;
+        if (event === "failed") this.deps.log.warn("route request failed", {route: reply.route, id: info.id ?? null, code: info.code ?? null});
+    }
+
+    /** Counters per configured route (all zero until its first message); for the health telemetry. */
+    public stats(): Record<string, RouteCounters> {
+        const out: Record<string, RouteCounters> = {};
+        for (const route of this.deps.routes) out[route.name] = {...this.count(route.name)};
+        return out;
+    }
+
+    private count(name: string): RouteCounters {
+        let c = this.counters.get(name);
+        if (c === undefined) {
+            c = {received: 0, filtered: 0, rateLimited: 0, invalid: 0, retainedSkipped: 0, accepted: 0, answered: 0, failed: 0};
+            this.counters.set(name, c);
+        }
+        return c;
+    }
+
+    /** True (and the slot taken) when `topic` may have a request now. */
+    private takeSlot(route: Route, topic: string, now: number): boolean {
+        if (route.minIntervalMs <= 0) return true;
+        let seen = this.lastRouted.get(route.name);
+        if (seen === undefined) {
+            seen = new Map();
+            this.lastRouted.set(route.name, seen);
+        }
+        const last = seen.get(topic);
+        if (last !== undefined && now >= last && now - last < route.minIntervalMs) return false;
+        // Re-insert so the map stays ordered oldest first, then forget topics whose interval has passed.
+        seen.delete(topic);
+        seen.set(topic, now);
+        for (const [t, at] of seen) {
+            if (now - at < route.minIntervalMs && seen.size <= MAX_TRACKED_TOPICS) break;
+            seen.delete(t);
+        }
+        return true;
+    }
+}

@@ -1,0 +1,282 @@
+/**
+ * Telemetry, composed: health snapshots on a timer, the retained info, thermal and memory
+ * conditions on the status, Home Assistant discovery and the Prometheus port. The daemon builds one
+ * `Telemetry` with getters into its parts, starts it after the MQTT link and stops it before
+ * publishing `offline`. A failing piece is logged, never fatal: telemetry must not stop inference.
+ */
+import {stat} from "node:fs/promises";
+import os from "node:os";
+import {basename, dirname} from "node:path";
+import type {IClientPublishOptions} from "mqtt";
+import type {QwenEdgeConfig} from "../config.js";
+import type {EngineStats} from "../inference/engine.js";
+import type {SchedulerStats} from "../inference/scheduler.js";
+import type {Logger} from "../log.js";
+import type {LinkStats} from "../mqtt/link.js";
+import {requestJsonSchema, type ProtocolLimits} from "../mqtt/protocol.js";
+import type {TopicLayout} from "../mqtt/topics.js";
+import {probeDevice, type DeviceFacts} from "../system/probe.js";
+import {ThrottleReader} from "../system/throttle.js";
+import {nodeLlamaCppVersion, packageVersion} from "../version.js";
+import {HealthMonitor, HostSampler, memoryBudget, type HealthMessage, type HostSample} from "./health.js";
+import {discoveryPayload, DiscoveryPublisher, homeAssistantStatusTopic} from "./homeassistant.js";
+import {InferenceStats, type GenerationRecord} from "./inference-stats.js";
+import {buildInfo, InfoPublisher, type InfoVersions} from "./info.js";
+import {MetricsServer, renderMetrics} from "./metrics.js";
+import type {StatusReporter} from "./status.js";
+import {ThermalGuard} from "./thermal.js";
+
+export interface TelemetryLink {
+    readonly connected: boolean;
+    publish(topic: string, payload: string | Buffer, options?: IClientPublishOptions): Promise<void>;
+    publishIfConnected(topic: string, payload: string, options?: IClientPublishOptions): void;
+    stats(): LinkStats;
+}
+
+export type ModelState = "loading" | "ready" | "failed";
+
+export interface TelemetryDeps {
+    log: Logger;
+    config: QwenEdgeConfig;
+    layout: TopicLayout;
+    link: TelemetryLink;
+    status: StatusReporter;
+    modelPath: string;
+    modelName: string;
+    threads: number;
+    limits: ProtocolLimits;
+    schedulerStats: () => SchedulerStats;
+    engineStats: () => EngineStats;
+    modelState: () => ModelState;
+    /** pauses or resumes new work (the daemon keeps it paused while the model is not ready) */
+    setPaused: (paused: boolean) => void;
+    /** the planner's decision, when the model was chosen by memory */
+    modelDecision?: () => unknown;
+    /** test seams: a recorded /proc + /sys tree, and `vcgencmd get_throttled` */
+    root?: string;
+    runVcgencmd?: () => Promise<string>;
+}
+
+/** Topics telemetry needs subscribed (Home Assistant's birth messages when discovery is on). */
+export function telemetrySubscriptions(config: QwenEdgeConfig): Array<{filter: string; qos: 0 | 1}> {
+    return config.telemetry.homeAssistant ? [{filter: homeAssistantStatusTopic(config.telemetry.discoveryPrefix), qos: 1}] : [];
+}
+
+export class Telemetry {
+    public readonly inference: InferenceStats;
+    private readonly deps: TelemetryDeps;
+    private facts: DeviceFacts | null = null;
+    private modelSizeBytes: number | null = null;
+    private sampler: HostSampler | null = null;
+    private monitor: HealthMonitor | null = null;
+    private info: InfoPublisher | null = null;
+    private discovery: DiscoveryPublisher | null = null;
+    private thermal: ThermalGuard | null = null;
+    private metrics: MetricsServer | null = null;
+    private lastHealth: HealthMessage | null = null;
+    private lowMemory = false;
+    /** read once: version lookups read package.json synchronously */
+    private versions: InfoVersions = {qwenEdge: "unknown", nodeLlamaCpp: "unknown", node: process.version};
+    private requestSchema: object = {};
+    private unsubscribeStatus: (() => void) | null = null;
+
+    public constructor(deps: TelemetryDeps) {
+        this.deps = deps;
+        this.inference = new InferenceStats();
+    }
+
+    public get intervalSeconds(): number {
+        return Math.max(1, this.deps.config.telemetry.intervalSeconds);
+    }
+
+    /** The latest health snapshot (null before the first). */
+    public get health(): HealthMessage | null {
+        return this.lastHealth;
+    }
+
+    /** Probes the device once, then starts the timer and (when configured) the metrics port. */
+    public async start(): Promise<{metricsPort: number | null}> {
+        const {config, log, layout} = this.deps;
+        const t = config.telemetry;
+        const root = this.deps.root ?? "/";
+        const started = Date.now();
+        this.versions = {qwenEdge: packageVersion(), nodeLlamaCpp: nodeLlamaCppVersion(), node: process.version};
+        this.requestSchema = requestJsonSchema(this.deps.limits);
+        this.facts = await probeDevice({root}).catch((err: unknown) => {
+            log.warn("device probe failed; telemetry reports what it can", {message: (err as Error).message});
+            return null;
+        });
+        this.modelSizeBytes = await stat(this.deps.modelPath).then((s) => s.size, () => null);
+        const throttle = new ThrottleReader({root, commandIntervalMs: Math.max(1, t.throttleCommandIntervalSeconds) * 1000,
+            ...(this.deps.runVcgencmd ? {runVcgencmd: this.deps.runVcgencmd} : {})});
+        const throttleSource = await throttle.detect();
+        this.sampler = new HostSampler({root, diskPaths: [config.model.dir, dirname(this.deps.modelPath)].filter((d) => d !== ""),
+            facts: this.facts ?? fallbackFacts(), throttle});
+        this.thermal = new ThermalGuard({
+            maxTemperatureC: t.maxTemperatureC, coolDownC: t.coolDownC, pauseWhenHot: t.pauseWhenHot,
+            setCondition: (reason) => void this.deps.status.setCondition("thermal", reason),
+            setPaused: (paused) => this.deps.setPaused(paused),
+            onChange: (hot, reason) => log.warn(hot ? "device hot" : "device cooled", {reason, pausing: hot && t.pauseWhenHot})
+        });
+        const publishRetained = (topic: string, payload: string): Promise<void> => this.deps.link.publish(topic, payload, {qos: 1, retain: true});
+        this.info = new InfoPublisher({
+            topic: layout.info, build: () => this.buildInfo(), publish: publishRetained, connected: () => this.deps.link.connected,
+            onError: (err) => log.warn("info publish failed", {message: err.message})
+        });
+        if (t.homeAssistant) {
+            this.discovery = new DiscoveryPublisher({
+                topic: layout.discovery(t.discoveryPrefix), publish: publishRetained, connected: () => this.deps.link.connected,
+                payload: () => discoveryPayload({
+                    device: layout.device, prefix: t.discoveryPrefix, topics: {status: layout.status, info: layout.info, health: layout.health},
+                    version: this.versions.qwenEdge, board: this.facts?.board.model ?? null, arch: process.arch, intervalSeconds: this.intervalSeconds
+                }),
+                onError: (err) => log.warn("home assistant discovery publish failed", {message: err.message})
+            });
+        }
+        let metricsPort: number | null = null;
+        if (t.metricsPort > 0) {
+            this.metrics = new MetricsServer({host: t.metricsHost, port: t.metricsPort, render: () => this.renderMetrics(),
+                onError: (err) => log.error("metrics port failed", {host: t.metricsHost, port: t.metricsPort, message: err.message})});
+            metricsPort = await this.metrics.start();
+        }
+        // The model's state is in the info: a status change (loading -> online) is when it changes.
+        this.unsubscribeStatus = this.deps.status.addListener(() => void this.info?.refresh(false));
+        this.monitor = new HealthMonitor({intervalMs: this.intervalSeconds * 1000, tick: () => this.tick()});
+        this.monitor.start();
+        log.info("telemetry started", {ms: Date.now() - started, intervalSeconds: this.intervalSeconds, throttleSource,
+            homeAssistant: t.homeAssistant, metricsPort, board: this.facts?.board.model ?? null});
+        void this.info.refresh(true);
+        void this.discovery?.announce(true);
+        return {metricsPort};
+    }
+
+    public async stop(): Promise<void> {
+        this.unsubscribeStatus?.();
+        await this.monitor?.stop();
+        await this.metrics?.stop();
+    }
+
+    /** After every (re)connect: the broker may have lost retained messages. */
+    public onConnect(): void {
+        void this.info?.refresh(true);
+        void this.discovery?.announce(true);
+        this.monitor?.now();
+    }
+
+    /** True for messages telemetry consumes (Home Assistant's birth message); the daemon hands them over. */
+    public handles(topic: string): boolean {
+        const t = this.deps.config.telemetry;
+        return t.homeAssistant && topic === homeAssistantStatusTopic(t.discoveryPrefix);
+    }
+
+    /**
+     * Resolves at once: the daemon acks the message when this resolves, and MQTT.js handles incoming
+     * packets one at a time, so awaiting our own QoS 1 publish here would wait for a PUBACK that
+     * cannot be read until we return (a deadlock that stalls every request behind it).
+     */
+    public async onMessage(topic: string, payload: Buffer): Promise<void> {
+        if (!this.handles(topic)) return;
+        this.deps.log.info("home assistant status", {payload: payload.toString("utf8").slice(0, 16)});
+        void this.discovery?.onHomeAssistantStatus(payload);
+    }
+
+    public recordGeneration(record: GenerationRecord): void {
+        this.inference.recordGeneration(record);
+    }
+
+    public recordError(code: string): void {
+        this.inference.recordError(code);
+    }
+
+    /** One snapshot: collect, publish, then feed the conditions. Never rejects. */
+    private async tick(): Promise<void> {
+        const t = this.deps.config.telemetry;
+        try {
+            const started = performance.now();
+            const host = await this.sampler!.sample();
+            const message = this.composeHealth(host, performance.now() - started);
+            this.lastHealth = message;
+            const expiry = this.intervalSeconds * 2;
+            this.deps.link.publishIfConnected(this.deps.layout.health, JSON.stringify(message),
+                {qos: 0, retain: t.retainHealth, properties: {messageExpiryInterval: expiry}});
+            this.thermal?.update(host.cpu);
+            this.updateLowMemory(message);
+            // not awaited: a QoS 1 publish during a broker outage would hold the next snapshot (and stop())
+            void this.info?.refresh(false);
+        } catch (err) {
+            this.deps.log.warn("health snapshot failed", {message: (err as Error).message});
+        }
+    }
+
+    private composeHealth(host: HostSample, collectMs: number): HealthMessage {
+        const s = this.deps.schedulerStats();
+        const link = this.deps.link.stats();
+        const {promptSeconds: _p, generationSeconds: _g, ...figures} = this.inference.figures();
+        return {
+            device: this.deps.layout.device,
+            at: new Date().toISOString(),
+            uptimeSeconds: Math.round(process.uptime()),
+            intervalSeconds: this.intervalSeconds,
+            state: this.deps.status.status.state,
+            memory: {...host.memory, budgetBytes: memoryBudget(host.memory, this.deps.config.model.reserveBytes)},
+            cpu: host.cpu,
+            disk: host.disk,
+            inference: {model: this.deps.modelName, modelState: this.deps.modelState(), queued: s.queued, running: s.running, paused: s.paused, ...figures},
+            mqtt: {connected: link.connected, reconnects: link.reconnects, lastConnectAt: link.lastConnectAt},
+            collectMs: Math.round(collectMs * 100) / 100
+        };
+    }
+
+    /** Degraded while the headroom is under the threshold; clears at 125 % of it, so it does not flap. */
+    private updateLowMemory(h: HealthMessage): void {
+        const threshold = this.deps.config.telemetry.lowMemoryBytes;
+        if (threshold <= 0) return;
+        const headroom = Math.min(h.memory.availableBytes, h.memory.cgroupHeadroomBytes ?? Infinity);
+        const low = headroom < threshold || (this.lowMemory && headroom < threshold * 1.25);
+        if (low === this.lowMemory) return;
+        this.lowMemory = low;
+        this.deps.log.warn(low ? "memory low" : "memory recovered", {headroomBytes: headroom, thresholdBytes: threshold});
+        void this.deps.status.setCondition("memory", low ? `memory headroom below ${Math.round(threshold / 1048576)} MiB` : null);
+    }
+
+    private buildInfo(): ReturnType<typeof buildInfo> {
+        const {config: c, layout, limits} = this.deps;
+        const engine = this.deps.engineStats();
+        return buildInfo({
+            device: layout.device, versions: this.versions, facts: this.facts,
+            model: {name: this.deps.modelName, file: basename(this.deps.modelPath), sizeBytes: this.modelSizeBytes, state: this.deps.modelState(),
+                threads: this.deps.threads, decision: this.deps.modelDecision?.() ?? null},
+            limits: {maxQueue: c.inference.maxQueue, parallel: c.inference.parallel, contextSize: engine.contextSize,
+                maxPayloadBytes: limits.maxPayloadBytes, maxTokensCap: limits.maxTokensCap, defaultMaxTokens: limits.defaultMaxTokens,
+                maxTimeoutMs: limits.maxTimeoutMs, defaultTimeoutMs: limits.defaultTimeoutMs, maxStopSequences: limits.maxStopSequences,
+                maxIdLength: limits.maxIdLength},
+            topics: {request: layout.request, cancel: layout.cancel, response: layout.response, status: layout.status, health: layout.health,
+                fleet: layout.fleetRequest === null ? null : `${layout.base}/fleet/request`},
+            telemetry: {intervalSeconds: this.intervalSeconds, healthExpirySeconds: this.intervalSeconds * 2},
+            requestSchema: this.requestSchema
+        });
+    }
+
+    private renderMetrics(): string {
+        const s = this.deps.schedulerStats();
+        const link = this.deps.link.stats();
+        const cpu = process.cpuUsage();
+        return renderMetrics({
+            device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.deps.modelName,
+            state: this.deps.status.status.state, inference: this.inference.figures(), queued: s.queued, running: s.running, paused: s.paused,
+            parallel: this.deps.config.inference.parallel, mqtt: {connected: link.connected, reconnects: link.reconnects}, health: this.lastHealth,
+            processCpuSeconds: (cpu.user + cpu.system) / 1e6, processRssBytes: process.memoryUsage.rss(),
+            processStartTimeSeconds: Math.round(Date.now() / 1000 - process.uptime())
+        });
+    }
+}
+
+/** What the telemetry reports when the probe failed: Node's own view of the machine. */
+function fallbackFacts(): DeviceFacts {
+    return {
+        memory: {totalBytes: os.totalmem(), availableBytes: os.freemem(), freeBytes: os.freemem(), swapTotalBytes: 0, swapFreeBytes: 0,
+            cgroup: {version: null, limitBytes: null, usageBytes: null, inactiveFileBytes: null, headroomBytes: null}, constrainedBytes: null},
+        cpu: {logical: os.cpus().length, available: os.availableParallelism(), quota: null, model: null},
+        board: {arch: process.arch, model: null, isRaspberryPi: false}
+    };
+}
