@@ -5,7 +5,6 @@
  * (journaled, acked) and wait in the queue.
  */
 import {createHash} from "node:crypto";
-import {basename} from "node:path";
 import type {IClientPublishOptions, IPublishPacket} from "mqtt";
 import type {QwenEdgeConfig} from "./config.js";
 import {describeError, RequestError} from "./errors.js";
@@ -22,6 +21,7 @@ import {
 } from "./mqtt/protocol.js";
 import {topicLayout, type TopicLayout} from "./mqtt/topics.js";
 import {StreamCoalescer} from "./inference/stream.js";
+import {bringUpModel} from "./models/bring-up.js";
 import {StatusReporter, type StatusMessage} from "./telemetry/status.js";
 import {readBrokerSecrets} from "./mqtt/credentials.js";
 import {compileRoutes} from "./routes/route.js";
@@ -31,11 +31,7 @@ import {Telemetry, telemetrySubscriptions} from "./telemetry/telemetry.js";
 export interface DaemonDeps {
     config: QwenEdgeConfig;
     log: Logger;
-    /** the GGUF to serve (chosen by the planner or given with --model-path) */
-    modelPath: string;
     threads: number;
-    /** the planner's choice with every candidate and its requirement, for the retained info; absent with --model-path */
-    plan?: ModelPlan | null;
     /** called once the daemon is online (sd_notify READY=1) */
     onReady?: () => void;
     /** every change of the retained status (sd_notify STATUS=) */
@@ -64,7 +60,11 @@ export class Daemon {
     private status!: StatusReporter;
     private telemetry!: Telemetry;
     private router!: Router;
+    /** the model being served (set once it is chosen; model.path or the planner's choice) */
     private modelName = "";
+    private modelPath = "";
+    /** the planner's decision with every candidate, for the retained info; null with model.path */
+    private plan: ModelPlan | null = null;
     private engineState: "loading" | "ready" | "failed" = "loading";
     private engineFailure = "";
     private intakeOpen = true;
@@ -88,10 +88,9 @@ export class Daemon {
             defaultTimeoutMs: c.inference.defaultTimeoutMs, maxStopSequences: 8, maxIdLength: 128
         };
         this.router = new Router({log, routes: compileRoutes(c.routes).routes, device: c.device.id, limits: this.limits});
-        this.modelName = basename(this.deps.modelPath).replace(/\.gguf$/i, "");
         this.store = new JobStore({log, dir: c.state.dir});
         this.engine = new Engine({log, options: {
-            modelPath: this.deps.modelPath, threads: this.deps.threads, contextSize: c.inference.contextSize,
+            threads: this.deps.threads, contextSize: c.inference.contextSize,
             batchSize: c.inference.batchSize, parallel: c.inference.parallel, systemPrompt: c.inference.systemPrompt,
             sampling: {temperature: c.inference.temperature, topP: c.inference.topP, topK: c.inference.topK, presencePenalty: c.inference.presencePenalty}
         }});
@@ -115,9 +114,9 @@ export class Daemon {
         this.status = new StatusReporter({log, topic: this.layout.status, link: this.link,
             onChange: (status) => this.deps.onStatus?.(status)});
         this.telemetry = new Telemetry({log, config: c, layout: this.layout, link: this.link, status: this.status,
-            modelPath: this.deps.modelPath, modelName: this.modelName, threads: this.deps.threads, limits: this.limits,
+            modelPath: () => this.modelPath, modelName: () => this.modelName, threads: this.deps.threads, limits: this.limits,
             schedulerStats: () => this.scheduler.stats(), engineStats: () => this.engine.stats(), modelState: () => this.engineState,
-            modelDecision: () => this.deps.plan ?? null,
+            modelDecision: () => this.plan,
             // thermal pauses must not resume a queue that waits for the model
             setPaused: (paused) => this.scheduler.setPaused(paused || this.engineState !== "ready")});
 
@@ -126,9 +125,13 @@ export class Daemon {
         void this.status.set("starting");
         await this.telemetry.start().catch((err: unknown) => log.error("telemetry failed to start", describeError(err)));
         this.replayPending();
-        await this.status.set("loading", {progress: {phase: "loading", model: this.modelName}});
+        let fallback: string | null = null;
         try {
             await this.engine.start();
+            const loaded = await bringUpModel({config: c, log, engine: this.engine,
+                onPhase: (_phase, progress) => void this.status.set("loading", {progress})});
+            Object.assign(this, {modelName: loaded.name, modelPath: loaded.path, plan: loaded.plan});
+            fallback = loaded.fallback;
             this.engineState = "ready";
         } catch (err) {
             this.engineState = "failed";
@@ -138,6 +141,7 @@ export class Daemon {
         }
         if (this.engineState === "ready") {
             this.scheduler.setPaused(false);
+            if (fallback) void this.status.setCondition("model", `model fallback: ${fallback}`);
             await this.status.set("online");
         } else {
             await this.status.set("degraded", {reason: `model unavailable: ${this.engineFailure}`});
@@ -181,7 +185,9 @@ export class Daemon {
         await this.engine.stop().catch((err: unknown) => log.warn("engine stop failed", describeError(err)));
         await this.telemetry.stop();
         if (this.link.connected) {
-            await Promise.race([this.status.set("offline"), new Promise((r) => setTimeout(r, 2000))]);
+            let timer: NodeJS.Timeout | undefined;
+            await Promise.race([this.status.set("offline"), new Promise((r) => { timer = setTimeout(r, 2000); })]);
+            clearTimeout(timer);
         }
         await this.link.stop();
         await this.store.stop();

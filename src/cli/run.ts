@@ -7,6 +7,7 @@ import type {StatusMessage} from "../telemetry/status.js";
 import {ConfigError, describeError} from "../errors.js";
 import {createLogger} from "../log.js";
 import {packageVersion} from "../version.js";
+import {isDownloaderStray} from "../models/downloader-quirks.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 
@@ -16,14 +17,12 @@ export async function runCommand(args: string[]): Promise<number> {
     const config = loadConfig({args: configArgs});
     const log = createLogger(config.log.level);
     const threads = config.inference.threads > 0 ? config.inference.threads : availableParallelism();
-    const modelPath = config.model.path;
-    if (modelPath === "") throw new ConfigError("model.path: no model given; pass --model-path FILE.gguf");
     log.info("qwen-edge starting", {version: packageVersion(), pid: process.pid, device: config.device.id, threads,
         config: redactedConfig(config)});
 
     // systemd: READY=1 once online (or degraded), WATCHDOG=1 while healthy, STOPPING=1, STATUS= lines.
     const systemdStatus = new SystemdStatus((text) => notifier.status(text));
-    const daemon = new Daemon({config, log, modelPath, threads,
+    const daemon = new Daemon({config, log, threads,
         onReady: () => notifier.ready(systemdStatus.text()),
         onStatus: (status) => systemdStatus.setState(status),
         onBroker: (connected, problem) => systemdStatus.setBroker(connected, problem)});
@@ -60,6 +59,7 @@ export async function runCommand(args: string[]): Promise<number> {
         process.exit(EXIT.failure);
     });
     process.on("unhandledRejection", (err) => {
+        if (isDownloaderStray(err)) return; // node-llama-cpp's downloader leaves these behind; provision.ts handles the failure
         log.error("unhandled rejection; exiting so the service manager restarts us", describeError(err));
         process.exit(EXIT.failure);
     });

@@ -18,7 +18,6 @@ export interface SamplingDefaults {
 }
 
 export interface EngineOptions {
-    modelPath: string;
     /** generation threads; never left to node-llama-cpp's default (FACTS.md: 40-60x slower) */
     threads: number;
     /** tokens per sequence */
@@ -90,6 +89,7 @@ export class Engine {
     private model: LlamaModel | null = null;
     private context: LlamaContext | null = null;
     private freeSequences: LlamaContextSequence[] = [];
+    private modelPath = "";
     private readonly wrappers = {
         off: new QwenChatWrapper({variation: "3.5", thoughts: "discourage"}),
         on: new QwenChatWrapper({variation: "3.5", thoughts: "auto"})
@@ -100,9 +100,9 @@ export class Engine {
         this.deps = deps;
     }
 
+    /** Starts the runtime (no model yet): `load` follows, once the model file is known. */
     public async start(): Promise<void> {
         const {options, log} = this.deps;
-        const started = Date.now();
         this.llama = await getLlama({
             gpu: false, build: "never", maxThreads: options.threads, logLevel: LlamaLogLevel.warn,
             logger: (level, message) => {
@@ -112,32 +112,65 @@ export class Engine {
                 else log.debug("llama.cpp", {detail: text});
             }
         });
+    }
+
+    /** The runtime, for memory estimates that must match what `load` will allocate. */
+    public get runtime(): Llama | null {
+        return this.llama;
+    }
+
+    /**
+     * Loads a model and creates its context and sequences. With `ramCapBytes`, context creation that
+     * would go past it throws (node-llama-cpp's InsufficientMemoryError), so the caller can fall back
+     * to a smaller model instead of being OOM-killed.
+     */
+    public async load(modelPath: string, ramCapBytes: number | null = null): Promise<void> {
+        const {options, log} = this.deps;
+        if (!this.llama) throw new Error("engine not started");
+        await this.unload();
+        const started = Date.now();
+        await this.llama.setRamCap(ramCapBytes);
+        let model: LlamaModel;
         try {
-            this.model = await this.llama.loadModel({modelPath: options.modelPath, gpuLayers: 0});
+            model = await this.llama.loadModel({modelPath, gpuLayers: 0});
         } catch (err) {
-            throw new ModelUnavailableError(`cannot load ${options.modelPath}: ${(err as Error).message}`, {cause: err});
+            throw new ModelUnavailableError(`cannot load ${modelPath}: ${(err as Error).message}`, {cause: err});
         }
-        this.context = await this.model.createContext({
-            contextSize: options.contextSize,
-            sequences: options.parallel,
-            batchSize: options.batchSize,
-            threads: options.threads
-        });
+        try {
+            this.context = await model.createContext({
+                contextSize: options.contextSize,
+                sequences: options.parallel,
+                batchSize: options.batchSize,
+                threads: options.threads
+            });
+        } catch (err) {
+            await model.dispose();
+            throw err;
+        }
+        this.model = model;
+        this.modelPath = modelPath;
         for (let i = 0; i < options.parallel; i++) this.freeSequences.push(this.context.getSequence());
         log.info("model loaded", {
-            modelPath: options.modelPath, ms: Date.now() - started, contextSize: this.context.contextSize,
+            modelPath, ms: Date.now() - started, contextSize: this.context.contextSize,
             threads: options.threads, parallel: options.parallel, batchSize: options.batchSize,
-            modelBytes: this.model.size
+            modelBytes: model.size
         });
     }
 
-    public async stop(): Promise<void> {
-        const llama = this.llama;
-        this.llama = null;
+    /** Frees the model and its context (before a fallback to a smaller one, or at stop). */
+    public async unload(): Promise<void> {
+        const model = this.model;
         this.model = null;
         this.context = null;
         this.freeSequences = [];
         this.grammars.clear();
+        if (model) await model.dispose();
+    }
+
+    public async stop(): Promise<void> {
+        await this.unload();
+        const llama = this.llama;
+        this.llama = null;
         if (llama) await llama.dispose();
     }
 
@@ -147,7 +180,7 @@ export class Engine {
 
     public stats(): EngineStats {
         const o = this.deps.options;
-        return {modelPath: o.modelPath, contextSize: this.contextSize, threads: o.threads, parallel: o.parallel,
+        return {modelPath: this.modelPath, contextSize: this.contextSize, threads: o.threads, parallel: o.parallel,
             busySequences: o.parallel - this.freeSequences.length};
     }
 

@@ -51,8 +51,13 @@ export function holdRejectionGuard(): () => void {
     };
 }
 
-function swallowDownloaderRejection(reason: unknown): void {
+/** A stray rejection from the downloader (ipull frames in the stack, or a full disk): not our bug. */
+export function isDownloaderStray(reason: unknown): boolean {
     const stack = (reason as {stack?: unknown} | null)?.stack;
-    if (isNoSpace(reason) || (typeof stack === "string" && stack.includes(`${path.sep}ipull${path.sep}`))) return;
+    return isNoSpace(reason) || (typeof stack === "string" && stack.includes(`${path.sep}ipull${path.sep}`));
+}
+
+function swallowDownloaderRejection(reason: unknown): void {
+    if (isDownloaderStray(reason)) return;
     if (process.listenerCount("unhandledRejection") === 1) throw reason;
 }

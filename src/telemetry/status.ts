@@ -55,6 +55,8 @@ export class StatusReporter {
     private everPublished = false;
     private early: StatusMessage[] = [this.current];
     private lastProgressAt = 0;
+    private lastProgressPhase: unknown = undefined;
+    private progressTimer: NodeJS.Timeout | null = null;
     private readonly listeners = new Set<(status: StatusMessage) => void>();
 
     public constructor(deps: StatusReporterDeps) {
@@ -70,11 +72,23 @@ export class StatusReporter {
         const progressOnly = state === this.lifecycle.state && extra.reason === this.lifecycle.reason && extra.progress !== undefined;
         this.lifecycle = {state, ...(extra.reason !== undefined ? {reason: extra.reason} : {}), ...(extra.progress !== undefined ? {progress: extra.progress} : {})};
         const changed = this.recompute();
-        if (!changed && progressOnly) {
-            const now = Date.now();
-            if (now - this.lastProgressAt < PROGRESS_MIN_INTERVAL_MS) return Promise.resolve();
-            this.lastProgressAt = now;
+        const phase = extra.progress?.phase;
+        if (!changed && progressOnly && phase === this.lastProgressPhase) {
+            // Same phase: at most one publish per interval, and the latest figures always go out in the end.
+            const wait = this.lastProgressAt + PROGRESS_MIN_INTERVAL_MS - Date.now();
+            if (wait > 0) {
+                this.progressTimer ??= setTimeout(() => {
+                    this.progressTimer = null;
+                    this.lastProgressAt = Date.now();
+                    void this.republish();
+                }, wait).unref();
+                return Promise.resolve();
+            }
         }
+        if (this.progressTimer) clearTimeout(this.progressTimer);
+        this.progressTimer = null;
+        this.lastProgressAt = Date.now();
+        this.lastProgressPhase = phase;
         return this.republish();
     }
 

@@ -4,7 +4,7 @@
  * `Telemetry` with getters into its parts, starts it after the MQTT link and stops it before
  * publishing `offline`. A failing piece is logged, never fatal: telemetry must not stop inference.
  */
-import {stat} from "node:fs/promises";
+import {statSync} from "node:fs";
 import os from "node:os";
 import {basename, dirname} from "node:path";
 import type {IClientPublishOptions} from "mqtt";
@@ -41,8 +41,9 @@ export interface TelemetryDeps {
     layout: TopicLayout;
     link: TelemetryLink;
     status: StatusReporter;
-    modelPath: string;
-    modelName: string;
+    /** the model file and name; empty until the model is chosen */
+    modelPath: () => string;
+    modelName: () => string;
     threads: number;
     limits: ProtocolLimits;
     schedulerStats: () => SchedulerStats;
@@ -66,7 +67,7 @@ export class Telemetry {
     public readonly inference: InferenceStats;
     private readonly deps: TelemetryDeps;
     private facts: DeviceFacts | null = null;
-    private modelSizeBytes: number | null = null;
+    private modelSizeFor: {path: string; bytes: number | null} | null = null;
     private sampler: HostSampler | null = null;
     private monitor: HealthMonitor | null = null;
     private info: InfoPublisher | null = null;
@@ -106,11 +107,10 @@ export class Telemetry {
             log.warn("device probe failed; telemetry reports what it can", {message: (err as Error).message});
             return null;
         });
-        this.modelSizeBytes = await stat(this.deps.modelPath).then((s) => s.size, () => null);
         const throttle = new ThrottleReader({root, commandIntervalMs: Math.max(1, t.throttleCommandIntervalSeconds) * 1000,
             ...(this.deps.runVcgencmd ? {runVcgencmd: this.deps.runVcgencmd} : {})});
         const throttleSource = await throttle.detect();
-        this.sampler = new HostSampler({root, diskPaths: [config.model.dir, dirname(this.deps.modelPath)].filter((d) => d !== ""),
+        this.sampler = new HostSampler({root, diskPaths: [config.model.dir, config.model.path !== "" ? dirname(config.model.path) : ""].filter((d) => d !== ""),
             facts: this.facts ?? fallbackFacts(), throttle});
         this.thermal = new ThermalGuard({
             maxTemperatureC: t.maxTemperatureC, coolDownC: t.coolDownC, pauseWhenHot: t.pauseWhenHot,
@@ -221,7 +221,7 @@ export class Telemetry {
             memory: {...host.memory, budgetBytes: memoryBudget(host.memory, this.deps.config.model.reserveBytes)},
             cpu: host.cpu,
             disk: host.disk,
-            inference: {model: this.deps.modelName, modelState: this.deps.modelState(), queued: s.queued, running: s.running, paused: s.paused, ...figures},
+            inference: {model: this.deps.modelName(), modelState: this.deps.modelState(), queued: s.queued, running: s.running, paused: s.paused, ...figures},
             mqtt: {connected: link.connected, reconnects: link.reconnects, lastConnectAt: link.lastConnectAt},
             collectMs: Math.round(collectMs * 100) / 100
         };
@@ -239,12 +239,28 @@ export class Telemetry {
         void this.deps.status.setCondition("memory", low ? `memory headroom below ${Math.round(threshold / 1048576)} MiB` : null);
     }
 
+    /** The served file's size, read once per file (the model is chosen after telemetry starts). */
+    private modelSize(): number | null {
+        const path = this.deps.modelPath();
+        if (path === "") return null;
+        if (this.modelSizeFor?.path !== path) {
+            let bytes: number | null = null;
+            try {
+                bytes = statSync(path).size;
+            } catch {
+                bytes = null;
+            }
+            this.modelSizeFor = {path, bytes};
+        }
+        return this.modelSizeFor.bytes;
+    }
+
     private buildInfo(): ReturnType<typeof buildInfo> {
         const {config: c, layout, limits} = this.deps;
         const engine = this.deps.engineStats();
         return buildInfo({
             device: layout.device, versions: this.versions, facts: this.facts,
-            model: {name: this.deps.modelName, file: basename(this.deps.modelPath), sizeBytes: this.modelSizeBytes, state: this.deps.modelState(),
+            model: {name: this.deps.modelName(), file: basename(this.deps.modelPath()), sizeBytes: this.modelSize(), state: this.deps.modelState(),
                 threads: this.deps.threads, decision: this.deps.modelDecision?.() ?? null},
             limits: {maxQueue: c.inference.maxQueue, parallel: c.inference.parallel, contextSize: engine.contextSize,
                 maxPayloadBytes: limits.maxPayloadBytes, maxTokensCap: limits.maxTokensCap, defaultMaxTokens: limits.defaultMaxTokens,
@@ -262,7 +278,7 @@ export class Telemetry {
         const link = this.deps.link.stats();
         const cpu = process.cpuUsage();
         return renderMetrics({
-            device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.deps.modelName,
+            device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.deps.modelName(),
             state: this.deps.status.status.state, inference: this.inference.figures(), queued: s.queued, running: s.running, paused: s.paused,
             parallel: this.deps.config.inference.parallel, mqtt: {connected: link.connected, reconnects: link.reconnects}, health: this.lastHealth,
             processCpuSeconds: (cpu.user + cpu.system) / 1e6, processRssBytes: process.memoryUsage.rss(),

@@ -80,8 +80,8 @@ describe("request features (scripted model)", () => {
         const reply = await ask("think-stream", {prompt: "Think first", thinking: {budget: 4}, maxTokens: 64, stream: true});
         const chunks = s.client.received.filter((m) => m.topic === "r/proto-a/think-stream" && m.json?.status === "streaming");
         assert.deepEqual(chunks.map((c) => c.json?.seq), chunks.map((_, i) => i));
-        assert.equal(chunks.map((c) => String(c.json?.thinkingDelta ?? "")).join(""), reply.thinking);
-        assert.equal(chunks.map((c) => String(c.json?.delta ?? "")).join(""), reply.text);
+        assert.equal(chunks.map((c) => (c.json?.thinkingDelta as string | undefined) ?? "").join(""), reply.thinking);
+        assert.equal(chunks.map((c) => (c.json?.delta as string | undefined) ?? "").join(""), reply.text);
     });
 
     it("answers exceed_context_size with both numbers", async () => {

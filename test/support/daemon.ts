@@ -32,7 +32,7 @@ export interface DaemonOptions {
 /** Arguments every test daemon gets: one thread (2-core machines), greedy sampling, a small context. */
 export function baseArgs(o: DaemonOptions): string[] {
     const base = [
-        "--mqtt-url", o.brokerUrl, "--model-path", o.modelPath, "--device-id", o.deviceId, "--state-dir", o.stateDir,
+        "--mqtt-url", o.brokerUrl, ...(o.modelPath !== "" ? ["--model-path", o.modelPath] : []), "--device-id", o.deviceId, "--state-dir", o.stateDir,
         "--inference-threads", "1", "--inference-context-size", "1024", "--inference-temperature", "0",
         "--inference-presence-penalty", "0", "--mqtt-reconnect-min-ms", "200", "--mqtt-reconnect-max-ms", "1000",
         "--log-level", "debug"

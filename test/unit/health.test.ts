@@ -159,7 +159,7 @@ void describe("telemetry part over an in-memory link", () => {
         const status = new StatusReporter({log, topic: layout.status, link});
         const paused: boolean[] = [];
         const telemetry = new Telemetry({
-            log, config, layout, link, status, modelPath: join(dir, "tiny.gguf"), modelName: "tiny", threads: 1,
+            log, config, layout, link, status, modelPath: () => join(dir, "tiny.gguf"), modelName: () => "tiny", threads: 1,
             limits: {maxPayloadBytes: 65536, maxTokensCap: 2048, defaultMaxTokens: 256, maxTimeoutMs: 600000, defaultTimeoutMs: 120000, maxStopSequences: 8, maxIdLength: 128},
             schedulerStats: () => ({queued: 2, running: 1, completed: 0, expired: 0, rejected: 0, avgJobMs: null, paused: paused.at(-1) ?? false}),
             engineStats: () => ({modelPath: join(dir, "tiny.gguf"), contextSize: 4096, threads: 1, parallel: 1, busySequences: 1}),

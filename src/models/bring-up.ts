@@ -1,0 +1,68 @@
+/**
+ * Bringing the model up at daemon start: the configured file (model.path), or plan -> provision ->
+ * load, falling back to the next smaller candidate that fits when provisioning or loading fails
+ * (out of memory, no disk space, a download that cannot be had). Every step is reported through
+ * `onPhase` so the retained status shows it.
+ */
+import {basename} from "node:path";
+import type {QwenEdgeConfig} from "../config.js";
+import {describeError, ModelUnavailableError, NoModelFitsError} from "../errors.js";
+import type {Engine} from "../inference/engine.js";
+import type {Logger} from "../log.js";
+import {modelName} from "./catalog.js";
+import type {ModelPlan} from "./planner.js";
+import type {ProvisionProgress} from "./provision.js";
+import {fallbackOrder, logPlan, planForDevice, provisionCandidate} from "./select.js";
+
+export interface BringUpDeps {
+    config: QwenEdgeConfig;
+    log: Logger;
+    engine: Pick<Engine, "load" | "runtime">;
+    onPhase: (phase: "planning" | "provisioning" | "loading", progress: Record<string, unknown>) => void;
+}
+
+export interface LoadedModel {
+    name: string;
+    path: string;
+    plan: ModelPlan | null;
+    /** why a smaller model than planned runs, when it does */
+    fallback: string | null;
+}
+
+export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
+    const {config, log, engine} = deps;
+    if (config.model.path !== "") {
+        const name = basename(config.model.path).replace(/\.gguf$/i, "");
+        deps.onPhase("loading", {phase: "loading", model: name});
+        await engine.load(config.model.path);
+        return {name, path: config.model.path, plan: null, fallback: null};
+    }
+    deps.onPhase("planning", {phase: "planning"});
+    const runtime = engine.runtime;
+    const {plan} = await planForDevice(config, runtime ? {llama: runtime} : {});
+    logPlan(log, plan);
+    const order = fallbackOrder(plan);
+    if (order.length === 0) throw new NoModelFitsError(plan.reason);
+    const failures: string[] = [];
+    for (const candidate of order) {
+        const name = modelName(candidate.variant, candidate.quant);
+        try {
+            const provisioned = await provisionCandidate(config, candidate, {log,
+                onProgress: (p: ProvisionProgress) => deps.onPhase("provisioning", {phase: p.phase, model: name,
+                    downloadedBytes: p.downloadedBytes, totalBytes: p.totalBytes,
+                    ...(p.totalBytes ? {percent: Math.floor((p.downloadedBytes / p.totalBytes) * 1000) / 10} : {}),
+                    ...(p.bytesPerSecond !== undefined ? {bytesPerSecond: Math.round(p.bytesPerSecond)} : {})})});
+            deps.onPhase("loading", {phase: "loading", model: name});
+            // Context creation past the budget throws instead of pushing the device into the OOM killer.
+            await engine.load(provisioned.path, plan.budgetBytes);
+            const fallback = failures.length > 0 ? `running ${name} instead of ${modelName(order[0]!.variant, order[0]!.quant)}: ${failures.join("; ")}` : null;
+            if (fallback) log.warn("model fallback", {model: name, reason: fallback});
+            return {name, path: provisioned.path, plan, fallback};
+        } catch (err) {
+            const d = describeError(err);
+            failures.push(`${name}: ${d.message}`);
+            log.error("model candidate failed", {model: name, ...d});
+        }
+    }
+    throw new ModelUnavailableError(failures.length === 1 ? failures[0]! : `no candidate could be provisioned and loaded: ${failures.join("; ")}`);
+}
