@@ -1,6 +1,7 @@
 // Progress of `qwen-edge pull`: one line redrawn with \r on a terminal, plain lines every few seconds
 // otherwise (journald, CI logs), so a multi-GB download neither floods a log nor looks frozen.
-import {formatBytes, type ProvisionProgress} from "./provision.js";
+import {formatBytes} from "./planner.js";
+import type {ProvisionProgress} from "./provision.js";
 
 export interface ProgressBarOptions {
     /** e.g. process.stderr; a TTY gets a redrawn bar */

@@ -8,6 +8,7 @@ import type {ModelDownloader} from "node-llama-cpp";
 import {ChecksumMismatchError, ModelUnavailableError, NoSpaceError, QwenEdgeError} from "../errors.js";
 import {holdRejectionGuard, isNoSpace, limitInternalRetries} from "./downloader-quirks.js";
 import {inspectGgufFile, ModelFileError, type GgufFileFacts} from "./gguf-check.js";
+import {formatBytes} from "./planner.js";
 import {hfEndpoint, hfFileInfo, parseHfUri, probeRemote, redactUrl, RemoteStatusError, resolveDownloadUrl} from "./provision-remote.js";
 
 export {ModelFileError, type ModelFileProblem} from "./gguf-check.js";
@@ -75,15 +76,6 @@ const PROGRESS_EVERY_MS = 250;
 /** Throws ModelFileError (a ModelUnavailableError) when the file is missing, not GGUF, truncated or mismatched. */
 export async function checkGgufFile(path: string, expected?: {sizeBytes?: number; sha256?: string}): Promise<void> {
     await inspectGgufFile(path, expected);
-}
-
-export function formatBytes(n: number): string {
-    if (n < 1024) return `${n} B`;
-    const units = ["KiB", "MiB", "GiB", "TiB"];
-    let v = n / 1024;
-    let i = 0;
-    while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-    return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i] ?? "TiB"}`;
 }
 
 export async function provisionModel(target: ModelTarget, opts: ProvisionOptions): Promise<ProvisionedModel> {
