@@ -74,6 +74,8 @@ export class Daemon {
     private stopped: Promise<void> | null = null;
     /** messageHash -> id of pending id-less requests, to drop a redelivered copy */
     private readonly pendingHashes = new Map<string, string>();
+    /** journaled jobs that parsed as records but could not be decoded at start (dropped, reported in health) */
+    private unreadableAtStart = 0;
 
     public constructor(deps: DaemonDeps) {
         this.deps = deps;
@@ -117,6 +119,7 @@ export class Daemon {
             modelPath: () => this.modelPath, modelName: () => this.modelName, threads: this.deps.threads, limits: this.limits,
             schedulerStats: () => this.scheduler.stats(), engineStats: () => this.engine.stats(), modelState: () => this.engineState,
             modelDecision: () => this.plan,
+            jobStats: () => ({pending: this.store.stats().pending, damagedAtStart: this.store.stats().droppedAtOpen + this.unreadableAtStart}),
             // thermal pauses must not resume a queue that waits for the model
             setPaused: (paused) => this.scheduler.setPaused(paused || this.engineState !== "ready")});
 
@@ -294,6 +297,7 @@ export class Daemon {
             const decoded = decodeJob(stored.request);
             if (!decoded) {
                 this.deps.log.warn("unreadable journaled job dropped", {key: stored.key});
+                this.unreadableAtStart++;
                 void this.store.finish(stored.key);
                 continue;
             }

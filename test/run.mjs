@@ -1,8 +1,10 @@
 // Runs the compiled tests with Node's own test runner.
 // Unit tests run in parallel; integration tests (each starts its own Mosquitto and daemon with a real
-// model) run two at a time on this project's 2-core machines.
+// model) run two at a time on this project's 2-core machines; the fault suite (it kills brokers and
+// daemons and measures timings) runs one file at a time, then writes docs/RELIABILITY.md from what it measured.
 import {spawnSync} from "node:child_process";
-import {readdirSync, existsSync} from "node:fs";
+import {readdirSync, existsSync, mkdtempSync, rmSync} from "node:fs";
+import {tmpdir} from "node:os";
 import {join} from "node:path";
 
 const which = process.argv[2] ?? "all";
@@ -14,13 +16,22 @@ const list = (dir) => existsSync(join(root, dir))
 const groups = [];
 if (which === "all" || which === "unit") groups.push({files: list("unit"), concurrency: 4});
 if (which === "all" || which === "integration") groups.push({files: list("integration"), concurrency: 2});
-if (which === "faults") groups.push({files: list("faults"), concurrency: 1});
+if (which === "all" || which === "faults") groups.push({files: list("faults"), concurrency: 1, report: true});
 
 let failed = false;
 for (const g of groups) {
     if (g.files.length === 0) continue;
+    const results = g.report ? mkdtempSync(join(tmpdir(), "qe-fault-results-")) : null;
+    const started = Date.now();
     const r = spawnSync(process.execPath, ["--test", `--test-concurrency=${g.concurrency}`, "--test-timeout=300000", ...g.files],
-        {stdio: "inherit"});
+        {stdio: "inherit", env: {...process.env, ...(results ? {QE_FAULT_RESULTS: results} : {})}});
     if (r.status !== 0) failed = true;
+    if (results) {
+        const doc = new URL("../docs/RELIABILITY.md", import.meta.url).pathname;
+        const w = spawnSync(process.execPath, [join(root, "support", "reliability-report.js"), results, doc, String(Date.now() - started)],
+            {stdio: "inherit"});
+        if (w.status !== 0) failed = true;
+        rmSync(results, {recursive: true, force: true});
+    }
 }
 process.exit(failed ? 1 : 0);

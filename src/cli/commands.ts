@@ -61,7 +61,7 @@ Runs the daemon: connects to the broker (mqtt.url), loads the model, answers req
   --model-path FILE.gguf     the model to serve
   --mqtt-url URL             broker (default mqtt://127.0.0.1:1883)
   --device-id ID             this device's topic level (default: the hostname)
-  --inference-threads N      generation threads (default: CPUs available)
+  --inference-threads N      generation threads (default: CPUs available - 1, at least 1)
 See \`qwen-edge config --example\` for every key.
 `,
     plan: `qwen-edge plan [--memory SIZE] [--json] [options]

@@ -16,7 +16,9 @@ export async function runCommand(args: string[]): Promise<number> {
     if (positional.length > 0) throw new ConfigError(`run takes no positional arguments (got "${positional[0]}")`);
     const config = loadConfig({args: configArgs});
     const log = createLogger(config.log.level);
-    const threads = config.inference.threads > 0 ? config.inference.threads : availableParallelism();
+    // Default: one core fewer than available (at least 1). The Node main thread runs the token loop
+    // and MQTT; taking every core made generation slower, not faster (docs/ENGINE-SPEED.md).
+    const threads = config.inference.threads > 0 ? config.inference.threads : Math.max(1, availableParallelism() - 1);
     log.info("qwen-edge starting", {version: packageVersion(), pid: process.pid, device: config.device.id, threads,
         config: redactedConfig(config)});
 

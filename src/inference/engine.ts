@@ -10,6 +10,17 @@ import {
 import {ModelUnavailableError, RequestError} from "../errors.js";
 import type {Logger} from "../log.js";
 
+/**
+ * The cmake options of the local build `npm run rebuild:native` makes (OpenMP on, this CPU's
+ * instructions). getLlama loads a local build only when its options match, so the daemon uses that
+ * build when it exists and node-llama-cpp's prebuilt binary otherwise (docs/ENGINE-SPEED.md: the
+ * prebuilt has no OpenMP and starts fresh threads for every decode).
+ */
+export const NATIVE_BUILD_CMAKE_OPTIONS: Readonly<Record<string, string>> = {GGML_OPENMP: "ON"};
+
+/** How long stop() waits for node-llama-cpp to release its runtime. */
+const DISPOSE_WAIT_MS = 2000;
+
 export interface SamplingDefaults {
     temperature: number;
     topP: number;
@@ -104,7 +115,7 @@ export class Engine {
     public async start(): Promise<void> {
         const {options, log} = this.deps;
         this.llama = await getLlama({
-            gpu: false, build: "never", maxThreads: options.threads, logLevel: LlamaLogLevel.warn,
+            gpu: false, build: "never", cmakeOptions: {...NATIVE_BUILD_CMAKE_OPTIONS}, maxThreads: options.threads, logLevel: LlamaLogLevel.warn,
             logger: (level, message) => {
                 const text = message.trim();
                 if (text === "") return;
@@ -152,7 +163,7 @@ export class Engine {
         for (let i = 0; i < options.parallel; i++) this.freeSequences.push(this.context.getSequence());
         log.info("model loaded", {
             modelPath, ms: Date.now() - started, contextSize: this.context.contextSize,
-            threads: options.threads, parallel: options.parallel, batchSize: options.batchSize,
+            threads: options.threads, parallel: options.parallel, batchSize: options.batchSize, binary: this.llama.buildType,
             modelBytes: model.size
         });
     }
@@ -171,7 +182,15 @@ export class Engine {
         await this.unload();
         const llama = this.llama;
         this.llama = null;
-        if (llama) await llama.dispose();
+        if (!llama) return;
+        // node-llama-cpp 3.21.1: a model that failed to load keeps a dispose lock on the runtime, released
+        // only if that model is still reachable; once it is garbage-collected llama.dispose() never resolves
+        // (measured: SIGTERM then hung until the exit timer, exit 1). The process is ending: don't wait.
+        let timer: NodeJS.Timeout | undefined;
+        const disposed = await Promise.race([llama.dispose().then(() => true),
+            new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), DISPOSE_WAIT_MS); })]);
+        clearTimeout(timer);
+        if (!disposed) this.deps.log.warn("llama runtime did not release in time; stopping without it", {waitedMs: DISPOSE_WAIT_MS});
     }
 
     public get contextSize(): number {

@@ -11,7 +11,7 @@ import type {Engine} from "../inference/engine.js";
 import type {Logger} from "../log.js";
 import {modelName} from "./catalog.js";
 import type {ModelPlan} from "./planner.js";
-import type {ProvisionProgress} from "./provision.js";
+import {checkGgufFile, type ProvisionProgress} from "./provision.js";
 import {fallbackOrder, logPlan, planForDevice, provisionCandidate} from "./select.js";
 
 export interface BringUpDeps {
@@ -34,6 +34,9 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
     if (config.model.path !== "") {
         const name = basename(config.model.path).replace(/\.gguf$/i, "");
         deps.onPhase("loading", {phase: "loading", model: name});
+        // Structure first (header and length, no hash): node-llama-cpp's loader given a corrupt header can
+        // spin and grow without bound instead of failing (measured: flipped tensor dims, 390 MB after 11 s).
+        await checkGgufFile(config.model.path);
         await engine.load(config.model.path);
         return {name, path: config.model.path, plan: null, fallback: null};
     }

@@ -9,6 +9,7 @@ import {
     MODEL_VARIANTS, RUNTIME_OVERHEAD_BYTES, catalogRequirement, modelUri,
     type CandidateRequirement, type ContextShape, type ModelLocation, type ModelVariant, type Quantization
 } from "./catalog.js";
+import {checkGgufHeader} from "./gguf-check.js";
 
 export interface EstimateOptions extends ContextShape {
     /** Shared Llama instance (the engine's); default: one created here with gpu off and one thread. */
@@ -61,6 +62,9 @@ export async function estimateRequirement(target: EstimateTarget, options: Estim
     let failure = sources.length === 0 ? "remote header reads are off" : "";
     for (const source of sources) {
         try {
+            // A damaged local header can make node-llama-cpp's reader spin and grow without bound (measured:
+            // flipped tensor dims); the structural check fails fast, and provisioning then sets the file aside.
+            if (source !== uri) await checkGgufHeader(source);
             const header = await estimateGgufRequirement(source, options);
             if (header.architecture !== "qwen35") throw new Error(`architecture is ${header.architecture ?? "missing"}, not qwen35`);
             return {

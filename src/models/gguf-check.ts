@@ -159,6 +159,19 @@ export async function sha256File(path: string, onBytes?: (done: number) => void)
 }
 
 /**
+ * The header alone (magic, version, counts, tensor dimensions), for readers of metadata only: a file
+ * whose tensor data is short or absent passes. Throws ModelFileError like inspectGgufFile.
+ */
+export async function checkGgufHeader(path: string): Promise<void> {
+    try {
+        await readLayout(path, (await stat(path)).size);
+    } catch (err) {
+        if (err instanceof HeaderProblem) throw new ModelFileError(err.reason, path, err.message);
+        throw err;
+    }
+}
+
+/**
  * Everything `checkGgufFile` checks, returning what it learned. With `hash: true` the sha256 is computed even
  * when none is expected (to remember it for later checks).
  */

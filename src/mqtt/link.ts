@@ -172,7 +172,10 @@ export class MqttLink {
         this.deps.log.info("mqtt reconnect scheduled", {inMs: delay, attempt: this.attempt});
         this.reconnectTimer = setTimeout(() => {
             this.reconnectTimer = null;
-            if (!this.stopping) this.client?.reconnect();
+            const client = this.client;
+            // reconnect() without stores starts empty ones: QoS 1 publishes made while we were away (final
+            // replies) or not yet acknowledged would be dropped and their promises never settle. Keep ours.
+            if (!this.stopping && client) client.reconnect({incomingStore: client.incomingStore, outgoingStore: client.outgoingStore});
         }, delay);
     }
 

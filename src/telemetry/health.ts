@@ -73,6 +73,11 @@ export interface HealthMessage {
         paused: boolean;
     };
     mqtt: {connected: boolean; reconnects: number; lastConnectAt: string | null};
+    /**
+     * The job journal: accepted requests not answered yet, and journal records skipped at start as
+     * unreadable (a torn or damaged line; a skipped accept record is a request that was lost).
+     */
+    jobs: {pending: number; damagedAtStart: number};
     /** wall time this snapshot took to collect */
     collectMs: number;
 }

@@ -53,6 +53,8 @@ export interface TelemetryDeps {
     setPaused: (paused: boolean) => void;
     /** the planner's decision, when the model was chosen by memory */
     modelDecision?: () => unknown;
+    /** the job journal: accepted requests not yet answered, and records found damaged at start */
+    jobStats?: () => HealthMessage["jobs"];
     /** test seams: a recorded /proc + /sys tree, and `vcgencmd get_throttled` */
     root?: string;
     runVcgencmd?: () => Promise<string>;
@@ -223,6 +225,7 @@ export class Telemetry {
             disk: host.disk,
             inference: {model: this.deps.modelName(), modelState: this.deps.modelState(), queued: s.queued, running: s.running, paused: s.paused, ...figures},
             mqtt: {connected: link.connected, reconnects: link.reconnects, lastConnectAt: link.lastConnectAt},
+            jobs: this.deps.jobStats?.() ?? {pending: 0, damagedAtStart: 0},
             collectMs: Math.round(collectMs * 100) / 100
         };
     }

@@ -27,6 +27,8 @@ export interface DaemonOptions {
     args?: string[];
     env?: NodeJS.ProcessEnv;
     command?: string;
+    /** run under this command, which must exec its trailing arguments (e.g. `unshare -m sh -c '...; exec "$@"' sh`) */
+    prefix?: string[];
 }
 
 /** Arguments every test daemon gets: one thread (2-core machines), greedy sampling, a small context. */
@@ -44,7 +46,9 @@ export function baseArgs(o: DaemonOptions): string[] {
 }
 
 export function spawnDaemon(o: DaemonOptions): DaemonProcess {
-    const child = spawn(process.execPath, [MAIN, o.command ?? "run", ...baseArgs(o), ...(o.args ?? [])], {
+    const argv = [process.execPath, MAIN, o.command ?? "run", ...baseArgs(o), ...(o.args ?? [])];
+    const [command, ...rest] = [...(o.prefix ?? []), ...argv];
+    const child = spawn(command!, rest, {
         stdio: ["ignore", "pipe", "pipe"],
         env: {...process.env, ...o.env}
     });

@@ -38,7 +38,8 @@ export function assertHealthShape(message: unknown): HealthMessage {
         ["inference.tokensPerSecond.last", "number|null"], ["inference.tokensPerSecond.average", "number|null"],
         ["inference.ttftMs.p50", "number|null"], ["inference.ttftMs.p95", "number|null"], ["inference.ttftMs.samples", "number"],
         ["inference.ttftMs.count", "number"],
-        ["mqtt.connected", "boolean"], ["mqtt.reconnects", "number"], ["mqtt.lastConnectAt", "string|null"], ["collectMs", "number"]
+        ["mqtt.connected", "boolean"], ["mqtt.reconnects", "number"], ["mqtt.lastConnectAt", "string|null"],
+        ["jobs.pending", "number"], ["jobs.damagedAtStart", "number"], ["collectMs", "number"]
     ];
     for (const [path, kind] of fields) check(message, path, kind);
     const m = message as HealthMessage;

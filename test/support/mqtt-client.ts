@@ -33,9 +33,12 @@ export class TestClient {
         });
     }
 
-    public static async connect(url: string, options: {protocolVersion?: 4 | 5; clientId?: string; username?: string; password?: string} = {}): Promise<TestClient> {
+    /** `persistent`: a session the broker keeps (and queues for) while this client is away, e.g. across a broker restart. */
+    public static async connect(url: string, options: {protocolVersion?: 4 | 5; clientId?: string; username?: string; password?: string;
+        persistent?: boolean} = {}): Promise<TestClient> {
         const client = await mqtt.connectAsync(url, {protocolVersion: options.protocolVersion ?? 5, reconnectPeriod: 200,
-            clientId: options.clientId ?? `test-${Math.random().toString(16).slice(2)}`, clean: true, connectTimeout: 5000,
+            clientId: options.clientId ?? `test-${Math.random().toString(16).slice(2)}`, clean: options.persistent !== true, connectTimeout: 5000,
+            ...(options.persistent === true ? {properties: {sessionExpiryInterval: 3600}} : {}),
             ...(options.username !== undefined ? {username: options.username} : {}),
             ...(options.password !== undefined ? {password: options.password} : {})});
         return new TestClient(client);
@@ -71,9 +74,32 @@ export class TestClient {
         });
     }
 
-    /** Waits until `count` messages match. */
+    /**
+     * Waits until `count` messages match. Counts incrementally: waitFor's predicate runs per stored
+     * message, so a count inside it would cost O(n²) per arrival (seconds for a flood of 1,000).
+     */
     public async waitForCount(what: string, match: (m: Received) => boolean, count: number, timeoutMs = 30_000): Promise<Received[]> {
-        await this.waitFor(`${count} x ${what}`, () => this.received.filter(match).length >= count, timeoutMs);
+        let scanned = 0;
+        let matched = 0;
+        const enough = (): boolean => {
+            for (; scanned < this.received.length; scanned++) if (match(this.received[scanned]!)) matched++;
+            return matched >= count;
+        };
+        if (!enough()) {
+            await new Promise<void>((resolve, reject) => {
+                const check = (): void => {
+                    if (!enough()) return;
+                    clearTimeout(timer);
+                    this.waiters.delete(check);
+                    resolve();
+                };
+                const timer = setTimeout(() => {
+                    this.waiters.delete(check);
+                    reject(new Error(`timed out after ${timeoutMs} ms waiting for ${count} x ${what}; ${matched} matched of ${this.received.length} messages`));
+                }, timeoutMs);
+                this.waiters.add(check);
+            });
+        }
         return this.received.filter(match);
     }
 

@@ -133,6 +133,19 @@ describe("estimateRequirement", () => {
         assert.deepEqual(numbers, expected);
     });
 
+    it("falls back at once for a local file whose header is damaged (node-llama-cpp's reader would spin and grow)", async () => {
+        const data = await readFile(q4["0.8b"]);
+        const at = data.indexOf("token_embd.weight") + "token_embd.weight".length;
+        for (let i = at; i < at + 12; i++) data[i] = data[i]! ^ 0xff;
+        const damaged = join(dir, "damaged-header.gguf");
+        await writeFile(damaged, data);
+        const started = Date.now();
+        const r = await estimateRequirement({variant: "0.8b", quant: "Q4_K_M", path: damaged}, {...SHAPE, llama, remote: false});
+        assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+        assert.equal(r.source, "catalog");
+        assert.match(r.note ?? "", /^local header unreadable: .*too many dimensions/);
+    });
+
     it("falls back to the catalog for a file that is not a GGUF, or with remote reads off", async () => {
         const corrupt = join(dir, "corrupt.gguf");
         await writeFile(corrupt, "this is not a GGUF file");

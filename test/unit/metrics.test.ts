@@ -20,6 +20,7 @@ function sampleHealth(): HealthMessage {
             errors: {queue_full: 1, timeout: 1}, promptTokens: 30, tokensGenerated: 70, tokensPerSecond: {last: 6.12, average: 5.9},
             ttftMs: {p50: 420, p95: 900, samples: 2, count: 2}},
         mqtt: {connected: true, reconnects: 2, lastConnectAt: new Date().toISOString()},
+        jobs: {pending: 4, damagedAtStart: 0},
         collectMs: 1.2
     };
 }
