@@ -134,6 +134,7 @@ async function main(): Promise<void> {
     // slope of all samples is noise. The samples right after a drop (post-GC lows) show a leak: they rise.
     const hours = samples.map((x) => x.atSeconds / 3600);
     const lows = samples.filter((x, i) => i > 0 && x.rssMiB <= samples[i - 1]!.rssMiB - 2).map((x) => ({atSeconds: x.atSeconds, rssMiB: x.rssMiB}));
+    const lastThird = samples.filter((x) => x.atSeconds >= (samples.at(-1)!.atSeconds * 2) / 3);
     const late = samples.filter((s) => s.atSeconds >= samples.at(-1)!.atSeconds / 5);
     const lateHours = late.map((s) => s.atSeconds / 3600);
     const summary = {
@@ -143,7 +144,8 @@ async function main(): Promise<void> {
             finalMsP50: r2(quantile(latencies, 0.5) ?? NaN), finalMsP95: r2(quantile(latencies, 0.95) ?? NaN)},
         rssMiB: {first: samples[0]?.rssMiB, last: samples.at(-1)?.rssMiB, min: Math.min(...samples.map((s) => s.rssMiB)),
             max: Math.max(...samples.map((s) => s.rssMiB)),
-            slopePerHour: r2(slope(hours, samples.map((s) => s.rssMiB))), slopePerHourAfterWarmup: r2(slope(lateHours, late.map((s) => s.rssMiB)))},
+            slopePerHour: r2(slope(hours, samples.map((s) => s.rssMiB))), slopePerHourAfterWarmup: r2(slope(lateHours, late.map((s) => s.rssMiB))),
+            slopePerHourLastThird: r2(slope(lastThird.map((x) => x.atSeconds / 3600), lastThird.map((x) => x.rssMiB)))},
         rssPostGcLowsMiB: {lows, slopePerHour: lows.length >= 2 ? r2(slope(lows.map((f) => f.atSeconds / 3600), lows.map((f) => f.rssMiB))) : null},
         anonMiB: {first: samples[0]?.anonMiB, last: samples.at(-1)?.anonMiB, slopePerHourAfterWarmup: r2(slope(lateHours, late.map((s) => s.anonMiB)))},
         fds: {first: samples[0]?.fds, last: samples.at(-1)?.fds, min: Math.min(...samples.map((s) => s.fds)), max: Math.max(...samples.map((s) => s.fds)),
@@ -157,7 +159,8 @@ async function main(): Promise<void> {
         "",
         `requests: ${sent} sent, ${answered} answered, ${failures.length} failed; final reply p50 ${summary.requests.finalMsP50} ms, p95 ${summary.requests.finalMsP95} ms`,
         `RSS MiB: ${summary.rssMiB.first} → ${summary.rssMiB.last} (min ${summary.rssMiB.min}, max ${summary.rssMiB.max}); slope ${summary.rssMiB.slopePerHour} MiB/h, `
-            + `${summary.rssMiB.slopePerHourAfterWarmup} MiB/h after warm-up (anon ${summary.anonMiB.slopePerHourAfterWarmup} MiB/h)`,
+            + `${summary.rssMiB.slopePerHourAfterWarmup} MiB/h after warm-up (anon ${summary.anonMiB.slopePerHourAfterWarmup} MiB/h), `
+            + `${summary.rssMiB.slopePerHourLastThird} MiB/h over the last third`,
         `RSS after each major GC (a drop of 2 MiB or more): ${lows.map((f) => `${f.rssMiB} at ${f.atSeconds}s`).join(", ") || "none"}; `
             + `slope ${summary.rssPostGcLowsMiB.slopePerHour ?? "n/a (fewer than 2)"} MiB/h`,
         `fds: ${summary.fds.first} → ${summary.fds.last} (min ${summary.fds.min}, max ${summary.fds.max}); slope ${summary.fds.slopePerHour}/h`,

@@ -160,7 +160,9 @@ void describe("health monitor", () => {
         }});
         monitor.start();
         for (let i = 0; i < 5; i++) monitor.now();
-        await new Promise((r) => setTimeout(r, 200));
+        // Wait for the evidence (the hung third snapshot has started), not a fixed time a loaded box outruns.
+        for (const until = Date.now() + 5000; ticks < 3 && Date.now() < until;) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 150));
         assert.equal(maxRunning, 1);
         assert.equal(ticks, 3, "the hung snapshot holds the next one back instead of piling up");
         const started = Date.now();
