@@ -8,7 +8,7 @@ import {RequestError} from "../errors.js";
 import {validatePublishTopic} from "./topics.js";
 import {
     idProblem, isPlainObject, readRequestFields, unknownFieldError,
-    type ChatMessage, type ProtocolLimits, type ThinkingSetting
+    type ProtocolLimits, type RequestFields
 } from "./request-fields.js";
 
 export type {ChatMessage, ProtocolLimits, ThinkingSetting} from "./request-fields.js";
@@ -43,25 +43,10 @@ export interface ReplyTarget {
     qos?: 0 | 1 | 2;
 }
 
-export interface InferenceRequest {
+/** The JSON fields (see RequestFields; `timeoutMs` as asked or the default, `deadline` is what counts) plus the envelope. */
+export interface InferenceRequest extends Omit<RequestFields, "replyTo"> {
     /** From the JSON, or generated ("req-…") when absent. */
     id: string;
-    /** Exactly one of prompt and messages is set. */
-    prompt?: string;
-    messages?: ChatMessage[];
-    system?: string;
-    maxTokens: number;
-    temperature?: number;
-    topP?: number;
-    topK?: number;
-    minP?: number;
-    seed?: number;
-    stop?: string[];
-    jsonSchema?: object;
-    thinking: ThinkingSetting;
-    stream: boolean;
-    /** As asked, or the default; `deadline` is what counts. */
-    timeoutMs: number;
     /** Epoch ms: receivedAt + timeoutMs, or earlier when the MQTT message expires first. */
     deadline: number;
     reply: ReplyTarget;

@@ -4,6 +4,7 @@
  * republished only when it changed (or after a reconnect, since a broker may have forgotten it).
  */
 import type {DeviceFacts} from "../system/probe.js";
+import type {ProtocolLimits} from "../mqtt/request-fields.js";
 
 export interface InfoVersions {
     qwenEdge: string;
@@ -11,17 +12,11 @@ export interface InfoVersions {
     node: string;
 }
 
-export interface InfoLimits {
+/** The request limits a client must respect, plus the queue and context shape. */
+export interface InfoLimits extends ProtocolLimits {
     maxQueue: number;
     parallel: number;
     contextSize: number;
-    maxPayloadBytes: number;
-    maxTokensCap: number;
-    defaultMaxTokens: number;
-    maxTimeoutMs: number;
-    defaultTimeoutMs: number;
-    maxStopSequences: number;
-    maxIdLength: number;
 }
 
 export interface InfoModel {
