@@ -10,7 +10,7 @@ import {performance} from "node:perf_hooks";
 import {fileURLToPath} from "node:url";
 import mqtt, {type MqttClient} from "mqtt";
 
-const MAIN = fileURLToPath(new URL("../src/main.js", import.meta.url));
+const MAIN = fileURLToPath(new URL("../src/launcher.cjs", import.meta.url));
 
 export interface DaemonLaunch {
     brokerUrl: string;

@@ -141,7 +141,7 @@ check_platform() {
     if [ -n "$glibc" ] && [ "$(printf '%s\n2.34\n' "$glibc" | sort -V | head -n1)" != "2.34" ]; then
         warn "glibc $glibc is older than 2.34: llama.cpp's prebuilt binaries will not load (use Debian 12 / Raspberry Pi OS Bookworm)"
     fi
-    [ -f "$SOURCE/dist/src/main.js" ] || die "$SOURCE/dist/src/main.js is missing: build first, as your user: cd $SOURCE && npm ci && npm run build"
+    [ -f "$SOURCE/dist/src/launcher.cjs" ] || die "$SOURCE/dist/src/launcher.cjs is missing: build first, as your user: cd $SOURCE && npm ci && npm run build"
     if [ -d "$SOURCE/src" ] && [ -n "$(find "$SOURCE/src" -name '*.ts' -newer "$SOURCE/dist/src/main.js" -print -quit)" ]; then
         warn "some files in src/ are newer than dist/: run 'npm run build' first if you changed the code"
     fi
@@ -169,7 +169,7 @@ copy_program() {
     cat > "$STAGE/bin/qwen-edge" <<EOF
 #!/bin/sh
 # Written by deploy/install.sh: qwen-edge with the Node.js that was found at install time.
-exec $node_bin $PREFIX/dist/src/main.js "\$@"
+exec $node_bin $PREFIX/dist/src/launcher.cjs "\$@"
 EOF
     chmod 0755 "$STAGE/bin/qwen-edge"
     chmod -R u=rwX,go=rX "$STAGE"

@@ -161,11 +161,17 @@ export class Engine {
         this.model = model;
         this.modelPath = modelPath;
         for (let i = 0; i < options.parallel; i++) this.freeSequences.push(this.context.getSequence());
+        const libuvPool = libuvPoolSize();
         log.info("model loaded", {
             modelPath, ms: Date.now() - started, contextSize: this.context.contextSize,
             threads: options.threads, parallel: options.parallel, batchSize: options.batchSize, binary: this.llama.buildType,
-            modelBytes: model.size
+            modelBytes: model.size, libuvPool
         });
+        if (libuvPool > 1 && options.threads > 1) {
+            log.warn("libuv's thread pool has more than one thread: decodes hop between them and generation with more than one "
+                + "thread can be several times slower; start qwen-edge through its launcher (dist/src/launcher.cjs, the qwen-edge "
+                + "command) or set UV_THREADPOOL_SIZE=1 (docs/ENGINE-SPEED.md)", {libuvPool, threads: options.threads});
+        }
     }
 
     /** Frees the model and its context (before a fallback to a smaller one, or at stop). */
@@ -322,4 +328,16 @@ export function toChatHistory(p: Pick<GenerateParams, "prompt" | "messages" | "s
         else history.push({type: "model", response: [t.content]});
     }
     return {history, last: lastTurn?.content ?? "", system};
+}
+
+/**
+ * The size of libuv's pool, read from UV_THREADPOOL_SIZE as libuv reads it at start (threadpool.c:
+ * unset 4, atoi, 0 or garbage 1, capped at 1024, negative wraps to the cap).
+ */
+export function libuvPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+    const value = env.UV_THREADPOOL_SIZE;
+    if (value === undefined) return 4;
+    const n = Number.parseInt(value.trim(), 10);
+    if (!Number.isFinite(n) || n === 0) return 1;
+    return n < 0 ? 1024 : Math.min(n, 1024);
 }

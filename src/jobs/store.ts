@@ -6,8 +6,14 @@
  * of pending jobs at a time; one fdatasync per accept is the whole cost, there is no native module
  * to build for armv7/arm64, and a torn last line after a power cut is easy to detect and skip.
  * The file is compacted at start and whenever it grows past `compactEvery` records.
+ *
+ * Its file I/O is synchronous, on the main thread, on purpose: the daemon runs libuv's pool with one
+ * thread (src/launcher.cts), and that thread spends its time in llama_decode; an fdatasync queued
+ * behind a prompt's decode would hold an accept (and its PUBACK) for as long as the decode takes.
+ * A synchronous fdatasync blocks the event loop for the sync only (~1-20 ms on SD cards), once per
+ * accepted request, and the decode keeps running meanwhile.
  */
-import {mkdir, open, readFile, rename, type FileHandle} from "node:fs/promises";
+import {closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync} from "node:fs";
 import {join} from "node:path";
 import type {Logger} from "../log.js";
 
@@ -44,7 +50,8 @@ export class JobStore {
     private readonly pendingJobs = new Map<string, StoredJob>();
     /** finished keys and when they finished, oldest first */
     private readonly finished = new Map<string, number>();
-    private file: FileHandle | null = null;
+    /** the journal's file descriptor, open for appending */
+    private fd: number | null = null;
     private records = 0;
     private dropped = 0;
     private writes: Promise<unknown> = Promise.resolve();
@@ -59,10 +66,10 @@ export class JobStore {
 
     /** Reads the journal (skipping damaged lines, which it reports), then compacts it. */
     public async start(): Promise<void> {
-        await mkdir(this.deps.dir, {recursive: true, mode: 0o700});
+        mkdirSync(this.deps.dir, {recursive: true, mode: 0o700});
         let text = "";
         try {
-            text = await readFile(this.path, "utf8");
+            text = readFileSync(this.path, "utf8");
         } catch (err) {
             if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
         }
@@ -80,17 +87,21 @@ export class JobStore {
         }
         this.dropped = damaged;
         this.expireFinished(Date.now());
-        await this.compact();
+        this.compact();
         this.deps.log.info("job store open", {path: this.path, pending: this.pendingJobs.size, damagedRecords: damaged});
     }
 
     public async stop(): Promise<void> {
         await this.writes.catch(() => undefined);
-        const file = this.file;
-        this.file = null;
-        if (file) {
-            await file.datasync().catch(() => undefined);
-            await file.close();
+        const fd = this.fd;
+        this.fd = null;
+        if (fd !== null) {
+            try {
+                fdatasyncSync(fd);
+            } catch {
+                // nothing more can be done at shutdown; accepts were synced when they were made
+            }
+            closeSync(fd);
         }
     }
 
@@ -141,38 +152,39 @@ export class JobStore {
 
     private async append(record: JournalRecord, sync: boolean): Promise<void> {
         const line = JSON.stringify(record) + "\n";
-        await this.enqueue(async () => {
-            if (!this.file) throw new Error("job store is not open");
-            await this.file.write(line);
-            if (sync) await this.file.datasync();
+        await this.enqueue(() => {
+            if (this.fd === null) throw new Error("job store is not open");
+            writeAll(this.fd, line);
+            if (sync) fdatasyncSync(this.fd);
             this.records++;
         });
     }
 
     /** Serializes file operations so records never interleave and compaction sees a quiet file. */
-    private enqueue<T>(op: () => Promise<T>): Promise<T> {
+    private enqueue<T>(op: () => T): Promise<T> {
         const next = this.writes.then(op, op);
         this.writes = next.catch(() => undefined);
         return next;
     }
 
     /** Rewrites the journal with only what is still needed: pending jobs and remembered keys. */
-    private async compact(): Promise<void> {
+    private compact(): void {
         const tmp = this.path + ".tmp";
-        const out = await open(tmp, "w", 0o600);
+        const out = openSync(tmp, "w", 0o600);
         try {
             const lines: string[] = [];
             for (const [key, at] of this.finished) lines.push(JSON.stringify({op: "done", key, at}));
             for (const job of this.pendingJobs.values()) lines.push(JSON.stringify({op: "accept", key: job.key, request: job.request, at: job.acceptedAt}));
-            await out.write(lines.length > 0 ? lines.join("\n") + "\n" : "");
-            await out.datasync();
+            writeAll(out, lines.length > 0 ? lines.join("\n") + "\n" : "");
+            fdatasyncSync(out);
         } finally {
-            await out.close();
+            closeSync(out);
         }
-        await this.file?.close();
-        await rename(tmp, this.path);
-        await syncDir(this.deps.dir);
-        this.file = await open(this.path, "a", 0o600);
+        if (this.fd !== null) closeSync(this.fd);
+        this.fd = null;
+        renameSync(tmp, this.path);
+        syncDir(this.deps.dir);
+        this.fd = openSync(this.path, "a", 0o600);
         this.records = this.pendingJobs.size + this.finished.size;
     }
 }
@@ -193,14 +205,21 @@ function parseRecord(line: string): JournalRecord | null {
     return null;
 }
 
+/** write(2) until all of `text` is written (a short write is legal on some filesystems). */
+function writeAll(fd: number, text: string): void {
+    const buf = Buffer.from(text, "utf8");
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+}
+
 /** A rename is durable only once the directory entry is synced. */
-async function syncDir(dir: string): Promise<void> {
-    const handle = await open(dir, "r");
+function syncDir(dir: string): void {
+    const fd = openSync(dir, "r");
     try {
-        await handle.sync();
+        fsyncSync(fd);
     } catch {
         // some filesystems refuse fsync on a directory; the rename is still atomic
     } finally {
-        await handle.close();
+        closeSync(fd);
     }
 }

@@ -59,14 +59,14 @@ describe("deploy/install.sh", () => {
     it("installs the program, its production dependencies, the config and the unit", async () => {
         assert.equal(first.code, 0, `install failed: ${first.stderr}\n${first.stdout}`);
         const prefix = join(dest, "opt/qwen-edge");
-        for (const file of ["dist/src/main.js", "package.json", "package-lock.json", "systemd/qwen-edge.service", "deploy/config.example.yaml",
+        for (const file of ["dist/src/launcher.cjs", "dist/src/main.js", "package.json", "package-lock.json", "systemd/qwen-edge.service", "deploy/config.example.yaml",
             "node_modules/node-llama-cpp/package.json", "node_modules/mqtt/package.json"])
             assert.ok(await exists(join(prefix, file)), `${file} installed`);
         assert.equal(await exists(join(prefix, "node_modules/typescript-eslint")), false, "no dev dependencies");
         const llamaBuilds = await readdir(join(prefix, "node_modules/@node-llama-cpp"));
         assert.deepEqual(llamaBuilds.filter((d) => /cuda|vulkan/.test(d)), [], "GPU builds pruned");
         const wrapper = await readFile(join(prefix, "bin/qwen-edge"), "utf8");
-        assert.match(wrapper, new RegExp(`^exec ${process.execPath} /opt/qwen-edge/dist/src/main\\.js "\\$@"$`, "m"));
+        assert.match(wrapper, new RegExp(`^exec ${process.execPath} /opt/qwen-edge/dist/src/launcher\\.cjs "\\$@"$`, "m"));
         assert.equal((await stat(join(prefix, "bin/qwen-edge"))).mode & 0o777, 0o755);
         assert.equal(await readlink(join(dest, "usr/local/bin/qwen-edge")), "/opt/qwen-edge/bin/qwen-edge");
         const config = join(dest, "etc/qwen-edge/config.yaml");
@@ -82,7 +82,7 @@ describe("deploy/install.sh", () => {
     });
 
     it("the installed copy runs on its own dependencies", async () => {
-        const {stdout} = await exec(process.execPath, [join(dest, "opt/qwen-edge/dist/src/main.js"), "config", "--example"], {cwd: tmp.path});
+        const {stdout} = await exec(process.execPath, [join(dest, "opt/qwen-edge/dist/src/launcher.cjs"), "config", "--example"], {cwd: tmp.path});
         assert.equal(stdout, renderExampleConfig());
     });
 
@@ -106,7 +106,7 @@ describe("deploy/install.sh", () => {
         const unit = await readFile(join(other, "etc/systemd/system/qwen-edge.service"), "utf8");
         assert.match(unit, /^ExecStart=\/srv\/qe\/bin\/qwen-edge run --config \/etc\/qwen-edge\/config\.yaml$/m);
         assert.ok(!unit.includes("/opt/qwen-edge"), "no trace of the default prefix");
-        assert.match(await readFile(join(other, "srv/qe/bin/qwen-edge"), "utf8"), /\/srv\/qe\/dist\/src\/main\.js/);
+        assert.match(await readFile(join(other, "srv/qe/bin/qwen-edge"), "utf8"), /\/srv\/qe\/dist\/src\/launcher\.cjs/);
     });
 
     it("--uninstall removes the program and the unit and keeps the configuration; --purge removes that too", async () => {

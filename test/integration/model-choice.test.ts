@@ -58,6 +58,8 @@ describe("choosing and provisioning the model", () => {
         try {
             const loaded = await daemon.waitForLog("model loaded", (l) => l.message === "model loaded");
             assert.equal(loaded.modelPath, join(modelsDir, fileFor("9B")));
+            assert.equal(loaded.libuvPool, 1, "the launcher gives libuv one pool thread");
+            assert.equal(daemon.logs.some((l) => /libuv's thread pool/.test(String(l.message))), false);
             const info = await client.waitFor("retained info with the decision", (m) => m.topic === "qwen-edge/choice-a/info" &&
                 (m.json?.model as {decision?: unknown} | undefined)?.decision != null);
             const model = info.json?.model as {name: string; decision: {choice: {variant: string}}};
@@ -70,11 +72,16 @@ describe("choosing and provisioning the model", () => {
     });
 
     it("loads a pinned variant", async () => {
+        // Also: a UV_THREADPOOL_SIZE from the environment wins over the launcher's, and with more than
+        // one generation thread the daemon says why that is slow.
         const daemon = spawnDaemon({brokerUrl: broker.url, modelPath: "", deviceId: "choice-b", stateDir: join(work.path, "state-b"),
-            args: [...common(), "--model-variant", "2b"]});
+            args: [...common(), "--model-variant", "2b", "--inference-threads", "2"], env: {UV_THREADPOOL_SIZE: "3"}});
         try {
             const loaded = await daemon.waitForLog("model loaded", (l) => l.message === "model loaded");
             assert.equal(loaded.modelPath, join(modelsDir, fileFor("2B")));
+            assert.equal(loaded.libuvPool, 3);
+            const warning = await daemon.waitForLog("the libuv pool warning", (l) => l.level === "warn" && /libuv's thread pool/.test(String(l.message)));
+            assert.match(String(warning.message), /UV_THREADPOOL_SIZE=1/);
         } finally {
             await daemon.kill();
         }

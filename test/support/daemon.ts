@@ -5,7 +5,7 @@ import {tmpdir} from "node:os";
 import {join} from "node:path";
 import {fileURLToPath} from "node:url";
 
-export const MAIN = fileURLToPath(new URL("../../src/main.js", import.meta.url));
+export const MAIN = fileURLToPath(new URL("../../src/launcher.cjs", import.meta.url));
 
 export interface DaemonProcess {
     child: ChildProcess;

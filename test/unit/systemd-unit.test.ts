@@ -29,7 +29,7 @@ describe("systemd/qwen-edge.service", () => {
         testable = join(dir, "qwen-edge.service");
         const execStart = /^ExecStart=\/opt\/qwen-edge\/bin\/qwen-edge (.*)$/m;
         assert.match(unitText, execStart, "ExecStart points at the install prefix");
-        await writeFile(testable, unitText.replace(execStart, `ExecStart=${process.execPath} /opt/qwen-edge/dist/src/main.js $1`));
+        await writeFile(testable, unitText.replace(execStart, `ExecStart=${process.execPath} /opt/qwen-edge/dist/src/launcher.cjs $1`));
     });
 
     after(async () => {
