@@ -77,7 +77,7 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         hfEndpoint: {doc: "Hugging Face endpoint for downloads and remote headers (a mirror). Empty: $HF_ENDPOINT or https://huggingface.co/.", format: String, default: ""}
     },
     inference: {
-        threads: {doc: "CPU threads for generation. 0: one fewer than the CPUs available to this process, at least 1 (docs/ENGINE-SPEED.md).", format: "nat", default: 0},
+        threads: {doc: "CPU threads for generation. 0: every CPU available to this process (affinity, cgroup quota), at most the physical cores (docs/ENGINE-SPEED.md).", format: "nat", default: 0},
         contextSize: {doc: "Context size in tokens, shared by the parallel sequences (never the model's 262k).", format: "nat", default: 4096},
         batchSize: {doc: "Prompt batch size; the compute buffer grows with n_vocab x batch, keep it small on small devices.", format: "nat", default: 128},
         parallel: {doc: "Requests generated at the same time (sequences of one context).", format: "nat", default: 1},

@@ -11,6 +11,7 @@
  *   work as llama-bench's tg test, so the gap left here is the binding and its threading.
  */
 import {getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext, type Token} from "node-llama-cpp";
+import {readdirSync, readFileSync} from "node:fs";
 import {performance} from "node:perf_hooks";
 import {Engine, NATIVE_BUILD_CMAKE_OPTIONS} from "../../src/inference/engine.js";
 import type {Logger} from "../../src/log.js";
@@ -32,6 +33,8 @@ export interface NodeSettings {
     /** stop repeating after this much measured time (at least two samples) */
     maxSeconds: number;
     prompt: string;
+    /** UV_THREADPOOL_SIZE for the child: 1 as the daemon's launcher sets it, 4 is Node's default */
+    uvPool: number;
 }
 
 export interface NodeSample {
@@ -39,6 +42,81 @@ export interface NodeSample {
     ttftMs: number;
     /** first token to last: generation only, comparable with llama-bench's tg */
     genMs: number;
+    /** per-thread scheduler accounting over the same span (first token to last) */
+    threads: ThreadSpan[];
+}
+
+/** One thread's share of a generation span, from /proc/self/task/<tid>/schedstat (nanosecond clock). */
+export interface ThreadSpan {
+    tid: number;
+    name: string;
+    /** time on a CPU */
+    cpuMs: number;
+    /** time runnable but waiting for a CPU (contention) */
+    waitMs: number;
+}
+
+/**
+ * Where a generated token's wall time goes, per token, over the measured samples. `workersCpuMs`:
+ * every thread but Node's main one (the decode runs on whichever libuv pool thread is free, plus
+ * OpenMP's team when threads > 1: ggml's compute); `mainCpuMs`: JavaScript (batching, sampling
+ * calls, the chat layer); `runQueueWaitMs`: time any thread sat runnable without a CPU (contention).
+ * At 1 thread, wall - workersCpu - mainCpu is time nobody ran: the thread handoffs.
+ */
+export interface TokenSplit {
+    wallMs: number;
+    workersCpuMs: number;
+    mainCpuMs: number;
+    runQueueWaitMs: number;
+}
+
+type TaskClock = Map<number, {name: string; cpuNs: number; waitNs: number}>;
+
+/** Reads every thread's schedstat (a few µs per thread); Linux only, empty elsewhere. */
+function taskClock(): TaskClock {
+    const out: TaskClock = new Map();
+    let tids: string[];
+    try { tids = readdirSync("/proc/self/task"); } catch { return out; }
+    for (const tid of tids) {
+        try {
+            const [cpu, wait] = readFileSync(`/proc/self/task/${tid}/schedstat`, "utf8").split(" ");
+            const name = readFileSync(`/proc/self/task/${tid}/comm`, "utf8").trim();
+            out.set(Number(tid), {name, cpuNs: Number(cpu), waitNs: Number(wait)});
+        } catch {
+            // the thread ended between readdir and read
+        }
+    }
+    return out;
+}
+
+function taskSpan(from: TaskClock, to: TaskClock): ThreadSpan[] {
+    const spans: ThreadSpan[] = [];
+    for (const [tid, b] of to) {
+        const a = from.get(tid) ?? {cpuNs: 0, waitNs: 0};
+        spans.push({tid, name: b.name, cpuMs: (b.cpuNs - a.cpuNs) / 1e6, waitMs: (b.waitNs - a.waitNs) / 1e6});
+    }
+    return spans.sort((x, y) => y.cpuMs - x.cpuMs);
+}
+
+export function splitPerToken(samples: NodeSample[]): TokenSplit | null {
+    let tokens = 0;
+    let wall = 0;
+    let workers = 0;
+    let main = 0;
+    let wait = 0;
+    for (const s of samples) {
+        if (s.threads.length === 0) return null;
+        tokens += s.tokens - 1;
+        wall += s.genMs;
+        for (const t of s.threads) {
+            if (t.tid === process.pid) main += t.cpuMs;
+            else workers += t.cpuMs;
+            wait += t.waitMs;
+        }
+    }
+    if (tokens <= 0) return null;
+    const per = (x: number): number => Math.round((x / tokens) * 1000) / 1000;
+    return {wallMs: per(wall), workersCpuMs: per(workers), mainCpuMs: per(main), runQueueWaitMs: per(wait)};
 }
 
 export interface NodeResult {
@@ -50,6 +128,24 @@ export interface NodeResult {
     ttftMs: number;
     /** CPU % of one core used during 1 s of idling after the run */
     idleCpuPercent: number;
+    /** where a token's time went, over all samples (null where /proc is not there) */
+    perToken: TokenSplit | null;
+    /** llama_decode timed from inside the process by bench/engine/decode-timer.c (null without it) */
+    decodeTimer: DecodeTimerReport | null;
+    /** UV_THREADPOOL_SIZE the child ran with */
+    uvPool?: number;
+}
+
+/** What bench/engine/decode-timer.c writes at exit. */
+export interface DecodeTimerReport {
+    calls: number;
+    singleTokenDecodes: number;
+    wallUs: {mean: number; p10: number; p50: number; p90: number};
+    threadCpuUs: {mean: number; p50: number};
+    cpuChanges: number;
+    midDecodeMigrations: number;
+    graphsReused: number;
+    threads: Array<{tid: number; decodes: number}>;
 }
 
 const SYSTEM = "You are a helpful assistant running on a small edge device. Answer briefly and precisely.";
@@ -75,8 +171,12 @@ async function lowLevel(s: NodeSettings): Promise<{llama: Llama; context: LlamaC
         const started = performance.now();
         let first = 0;
         let tokens = 0;
+        let clock0: TaskClock = new Map();
         const onToken = (): void => {
-            if (tokens === 0) first = performance.now();
+            if (tokens === 0) {
+                clock0 = taskClock();
+                first = performance.now();
+            }
             tokens++;
         };
         if (completion) {
@@ -98,7 +198,8 @@ async function lowLevel(s: NodeSettings): Promise<{llama: Llama; context: LlamaC
             }
         }
         const end = performance.now();
-        return {tokens, ttftMs: first - started, genMs: end - first};
+        const threads = taskSpan(clock0, taskClock());
+        return {tokens, ttftMs: first - started, genMs: end - first, threads};
     };
     return {llama, context, sample};
 }
@@ -114,10 +215,15 @@ async function engineMode(s: NodeSettings): Promise<{llama: Llama | null; stop: 
     const sample = async (): Promise<NodeSample> => {
         const started = performance.now();
         let first = 0;
+        let clock0: TaskClock = new Map();
         const r = await engine.generate({id: `bench-${n++}`, prompt: s.prompt, maxTokens: s.genTokens, thoughtBudget: false,
-            signal: new AbortController().signal, seed: 1, onFirstToken: () => { first = performance.now(); }});
+            signal: new AbortController().signal, seed: 1, onFirstToken: () => {
+                clock0 = taskClock();
+                first = performance.now();
+            }});
         const end = performance.now();
-        return {tokens: r.completionTokens, ttftMs: first - started, genMs: end - first};
+        const threads = taskSpan(clock0, taskClock());
+        return {tokens: r.completionTokens, ttftMs: first - started, genMs: end - first, threads};
     };
     return {llama: engine.runtime, stop: () => engine.stop(), sample};
 }
@@ -152,7 +258,10 @@ async function main(): Promise<void> {
         llamaMaxThreads: llama?.maxThreads ?? 0,
         samples,
         genTps: median(samples.map((x) => (x.tokens - 1) / (x.genMs / 1000))),
-        ttftMs: median(samples.map((x) => x.ttftMs))
+        ttftMs: median(samples.map((x) => x.ttftMs)),
+        perToken: splitPerToken(samples),
+        decodeTimer: null,
+        uvPool: Number(process.env.UV_THREADPOOL_SIZE ?? 4)
     };
     await stop();
     process.stdout.write(`${JSON.stringify(result)}\n`);

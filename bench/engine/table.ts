@@ -35,3 +35,31 @@ export function formatTable(rows: Row[], modes: readonly NodeMode[]): string {
     }
     return lines.join("\n");
 }
+
+/**
+ * Where a generated token's time goes, in ms per token: native llama-bench's whole token (a loop of
+ * llama_decode), and per node mode its whole token, the part inside llama_decode (decode timer),
+ * the part outside it (JavaScript, the addon, thread handoffs), and the time threads sat runnable
+ * without a CPU (schedstat). "-" where the decode timer or /proc was not available.
+ */
+export function formatSplitTable(rows: Row[], modes: readonly NodeMode[]): string {
+    const head = ["model", "threads", "native ms/token", ...modes.map((m) => `${m}: token = in decode + outside (run-queue wait)`), "libuv pool"];
+    const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
+    const ms = (x: number): string => x.toFixed(2);
+    for (const row of rows) {
+        const nat = row.native;
+        let pool = "-";
+        const cells = modes.map((m) => {
+            const r = row.node[m];
+            if (!r || "error" in r) return "-";
+            const token = 1000 / r.genTps;
+            const inDecode = r.decodeTimer ? r.decodeTimer.wallUs.mean / 1000 : null;
+            const wait = r.perToken ? ` (${ms(r.perToken.runQueueWaitMs)})` : "";
+            if (r.uvPool !== undefined) pool = String(r.uvPool);
+            return inDecode === null ? `${ms(token)}${wait}` : `${ms(token)} = ${ms(inDecode)} + ${ms(Math.max(0, token - inDecode))}${wait}`;
+        });
+        lines.push(`| ${[`${row.model} (${(row.modelBytes / 1e6).toFixed(0)} MB)`, String(row.threads), nat ? ms(1000 / nat.genTps) : "-",
+            ...cells, pool].join(" | ")} |`);
+    }
+    return lines.join("\n");
+}

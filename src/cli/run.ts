@@ -1,8 +1,8 @@
 /** `qwen-edge run`: the daemon, until SIGTERM or SIGINT. */
-import {availableParallelism} from "node:os";
 import {loadConfig, redactedConfig} from "../config.js";
 import {Daemon} from "../daemon.js";
 import {SdNotifier} from "../system/sdnotify.js";
+import {defaultThreads, probeDevice} from "../system/probe.js";
 import type {StatusMessage} from "../telemetry/status.js";
 import {ConfigError, describeError} from "../errors.js";
 import {createLogger} from "../log.js";
@@ -16,10 +16,13 @@ export async function runCommand(args: string[]): Promise<number> {
     if (positional.length > 0) throw new ConfigError(`run takes no positional arguments (got "${positional[0]}")`);
     const config = loadConfig({args: configArgs});
     const log = createLogger(config.log.level);
-    // Default: one core fewer than available (at least 1). The Node main thread runs the token loop
-    // and MQTT; taking every core made generation slower, not faster (docs/ENGINE-SPEED.md).
-    const threads = config.inference.threads > 0 ? config.inference.threads : Math.max(1, availableParallelism() - 1);
+    // Default: every CPU available, up to the physical cores. With libuv's pool at one thread (the
+    // launcher) that is the fastest measured at every model size >= 70 MB (docs/ENGINE-SPEED.md).
+    const cpu = (await probeDevice()).cpu;
+    const threads = config.inference.threads > 0 ? config.inference.threads : defaultThreads(cpu);
     log.info("qwen-edge starting", {version: packageVersion(), pid: process.pid, device: config.device.id, threads,
+        threadsFrom: config.inference.threads > 0 ? "inference.threads"
+            : `default: ${cpu.available} CPUs available, ${cpu.physicalCores ?? "?"} physical cores`,
         config: redactedConfig(config)});
 
     // systemd: READY=1 once online (or degraded), WATCHDOG=1 while healthy, STOPPING=1, STATUS= lines.

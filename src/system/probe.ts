@@ -40,6 +40,8 @@ export interface CpuFacts {
     available: number;
     /** cgroup CPU quota in CPUs (v2 cpu.max, v1 cfs_quota_us / cfs_period_us), null when unlimited. */
     quota: number | null;
+    /** physical cores (distinct package + core id in sysfs topology), null when sysfs does not say */
+    physicalCores: number | null;
     model: string | null;
 }
 
@@ -279,7 +281,30 @@ async function probeCpu(root: string, live: boolean, cgroups: CgroupMembership, 
         ?? (live ? os.availableParallelism() : null);
     const quota = await readCpuQuota(root, cgroups);
     const limits = [logical, affinity ?? logical, quota === null ? logical : Math.max(1, Math.ceil(quota))];
-    return {logical, available: Math.min(...limits), quota, model: cpuModel(cpuinfo)};
+    return {logical, available: Math.min(...limits), quota, physicalCores: await countPhysicalCores(root, logical), model: cpuModel(cpuinfo)};
+}
+
+/** Distinct (package, core) pairs over cpu0..cpuN-1; SMT siblings share one. */
+async function countPhysicalCores(root: string, logical: number): Promise<number | null> {
+    const cores = new Set<string>();
+    for (let i = 0; i < logical; i++) {
+        const [pkg, core] = await Promise.all([
+            readText(root, `sys/devices/system/cpu/cpu${i}/topology/physical_package_id`),
+            readText(root, `sys/devices/system/cpu/cpu${i}/topology/core_id`)
+        ]);
+        if (core === null) return null;
+        cores.add(`${pkg?.trim() ?? "0"}:${core.trim()}`);
+    }
+    return cores.size > 0 ? cores.size : null;
+}
+
+/**
+ * The default generation thread count: every CPU this process may use (affinity, cgroup quota),
+ * but not more than the physical cores (SMT siblings share one core's execution units; llama.cpp's
+ * own default is the physical core count too). docs/ENGINE-SPEED.md has the measurements.
+ */
+export function defaultThreads(cpu: CpuFacts): number {
+    return Math.max(1, Math.min(cpu.available, cpu.physicalCores ?? cpu.available));
 }
 
 /** "0-3,6" -> 5 */

@@ -67,7 +67,7 @@ export function renderReport(records: CaseRecord[], suiteMs: number | null): str
             + `Mosquitto ${mosquittoVersion()}`,
         `- Result: ${passed} of ${CASES.length} cases passed${suiteMs !== null ? `; the fault suite took ${(suiteMs / 1000).toFixed(0)} s` : ""}`,
         "",
-        "Each case runs the built daemon (`dist/src/main.js`) as a child process against its own Mosquitto, with a tiny",
+        "Each case runs the built daemon (`dist/src/launcher.cjs`) as a child process against its own Mosquitto, with a tiny",
         "qwen35 GGUF from the project's generator. Replies counts final replies (streamed chunks excluded) against the",
         "requests the case made; duplicates counts extra final replies; time to recover is the case's own measure,",
         "named in its figures.",

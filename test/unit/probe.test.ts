@@ -4,7 +4,7 @@ import {mkdtemp, mkdir, rm, writeFile} from "node:fs/promises";
 import {tmpdir} from "node:os";
 import {dirname, join} from "node:path";
 import {fileURLToPath} from "node:url";
-import {parseCpuList, probeDevice, readTemperatureC} from "../../src/system/probe.js";
+import {defaultThreads, parseCpuList, probeDevice, readTemperatureC} from "../../src/system/probe.js";
 
 // Compiled to dist/test/unit; the recorded trees stay in the source tree.
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "../../../test/fixtures/sysfs");
@@ -38,7 +38,7 @@ describe("probeDevice on recorded trees", () => {
         assert.equal(facts.memory.cgroup.headroomBytes, null);
         assert.equal(facts.memory.cgroup.usageBytes, 104_226_816, "usage of the service's own cgroup");
         assert.equal(facts.memory.constrainedBytes, null, "a recorded tree never reports this process's constraint");
-        assert.deepEqual(facts.cpu, {logical: 4, available: 4, quota: null, model: "ARM Cortex-A72"});
+        assert.deepEqual(facts.cpu, {logical: 4, available: 4, quota: null, physicalCores: null, model: "ARM Cortex-A72"});
         assert.deepEqual(facts.board, {arch: "arm64", model: "Raspberry Pi 4 Model B Rev 1.4", isRaspberryPi: true});
         assert.equal(await readTemperatureC(root), 48.686);
     });
@@ -52,7 +52,8 @@ describe("probeDevice on recorded trees", () => {
             version: 2, limitBytes: 1_073_741_824, usageBytes: 150_994_944, inactiveFileBytes: 41_943_040,
             headroomBytes: 1_073_741_824 - (150_994_944 - 41_943_040), swapLimitBytes: 1_073_741_824, path: "/"
         });
-        assert.deepEqual(facts.cpu, {logical: 8, available: 2, quota: 1.5, model: "Intel(R) Core(TM) i7-10510U CPU @ 1.80GHz"});
+        assert.deepEqual(facts.cpu, {logical: 8, available: 2, quota: 1.5, physicalCores: null, model: "Intel(R) Core(TM) i7-10510U CPU @ 1.80GHz"});
+        assert.equal(defaultThreads(facts.cpu), 2, "generation threads follow the quota, not the 8 CPUs");
         assert.deepEqual(facts.board, {arch: "x64", model: null, isRaspberryPi: false});
         assert.equal(await readTemperatureC(root), null, "no thermal zones in the tree");
     });
@@ -64,12 +65,28 @@ describe("probeDevice on recorded trees", () => {
             version: 1, limitBytes: 2_147_483_648, usageBytes: 312_475_648, inactiveFileBytes: 100_663_296,
             headroomBytes: 1_935_671_296, swapLimitBytes: 2_147_483_648, path: "/"
         });
-        assert.deepEqual(facts.cpu, {logical: 4, available: 4, quota: null, model: "AMD Ryzen Embedded V1605B with Radeon Vega Gfx"});
+        assert.deepEqual(facts.cpu, {logical: 4, available: 4, quota: null, physicalCores: null, model: "AMD Ryzen Embedded V1605B with Radeon Vega Gfx"});
         assert.equal(facts.board.arch, "x64");
     });
 });
 
 describe("probeDevice on scratch trees", () => {
+    it("counts physical cores from sysfs topology: 4 SMT threads on 2 cores give 2 generation threads", () => withTree({
+        "proc/cpuinfo": [0, 1, 2, 3].map((i) => `processor\t: ${i}\nmodel name\t: Intel(R) Celeron(R) J4125\n`).join("\n"),
+        "proc/self/status": "Cpus_allowed_list:\t0-3\n",
+        ...Object.fromEntries([0, 1, 2, 3].flatMap((i) => [
+            [`sys/devices/system/cpu/cpu${i}/topology/physical_package_id`, "0\n"],
+            [`sys/devices/system/cpu/cpu${i}/topology/core_id`, `${i % 2}\n`]
+        ]))
+    }, async (root) => {
+        const facts = await probeDevice({root});
+        assert.equal(facts.cpu.available, 4);
+        assert.equal(facts.cpu.physicalCores, 2);
+        assert.equal(defaultThreads(facts.cpu), 2);
+        assert.equal(defaultThreads({...facts.cpu, available: 1}), 1, "affinity or quota below the core count wins");
+        assert.equal(defaultThreads({...facts.cpu, physicalCores: null}), 4, "without topology: every CPU available");
+    }));
+
     it("returns zeros and nulls for an empty tree instead of throwing", () => withTree({}, async (root) => {
         const facts = await probeDevice({root});
         assert.equal(facts.memory.totalBytes, 0);
@@ -77,7 +94,7 @@ describe("probeDevice on scratch trees", () => {
         assert.deepEqual(facts.memory.cgroup, {
             version: null, limitBytes: null, usageBytes: null, inactiveFileBytes: null, headroomBytes: null, swapLimitBytes: null, path: null
         });
-        assert.deepEqual(facts.cpu, {logical: 1, available: 1, quota: null, model: null});
+        assert.deepEqual(facts.cpu, {logical: 1, available: 1, quota: null, physicalCores: null, model: null});
         assert.deepEqual(facts.board, {arch: "unknown", model: null, isRaspberryPi: false});
         assert.equal(await readTemperatureC(root), null);
     }));
