@@ -20,7 +20,9 @@ export class RawProcess {
 
     public async start(): Promise<void> {
         const script = fileURLToPath(new URL("./raw-child.js", import.meta.url));
-        const child = fork(script, [JSON.stringify(this.settings)], {stdio: ["ignore", "ignore", "pipe", "ipc"]});
+        // libuv's pool as the daemon's launcher sets it (docs/ENGINE-SPEED.md), so both sides decode alike
+        const child = fork(script, [JSON.stringify(this.settings)], {stdio: ["ignore", "ignore", "pipe", "ipc"],
+            env: {...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? "1"}});
         this.child = child;
         let stderr = "";
         child.stderr?.on("data", (d: Buffer) => { stderr = (stderr + d.toString()).slice(-2000); });
