@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * The daemon's entry point: the `qwen-edge` bin, `npm start` and the systemd unit (through
  * deploy/install.sh's wrapper) all start this file. It sets what must be in the environment before

@@ -3,6 +3,7 @@
  * Every read goes through a root path, so tests can point the probe at a recorded /proc + /sys tree.
  * A missing or unreadable file is a normal answer (null), never an error: a probe must not stop a daemon.
  */
+import {readdirSync, readFileSync} from "node:fs";
 import {readFile, readdir} from "node:fs/promises";
 import {join} from "node:path";
 import os from "node:os";
@@ -80,13 +81,22 @@ export async function probeDevice(options: ProbeOptions = {}): Promise<DeviceFac
 
 /** Hottest thermal zone in °C (sysfs gives millidegrees), or null when the device exposes none. */
 export async function readTemperatureC(root = "/"): Promise<number | null> {
+    // Synchronous reads: this runs in every health snapshot, and libuv's one pool thread belongs to
+    // the model's decodes (src/launcher.cts).
     let zones: string[];
     try {
-        zones = (await readdir(join(root, "sys/class/thermal"))).filter((name) => /^thermal_zone\d+$/.test(name));
+        zones = readdirSync(join(root, "sys/class/thermal")).filter((name) => /^thermal_zone\d+$/.test(name));
     } catch {
         return null;
     }
-    const readings = await Promise.all(zones.map((zone) => readNumber(root, `sys/class/thermal/${zone}/temp`)));
+    const readings = zones.map((zone) => {
+        try {
+            const n = Number(readFileSync(join(root, `sys/class/thermal/${zone}/temp`), "utf8").trim());
+            return Number.isFinite(n) ? n : null;
+        } catch {
+            return null;
+        }
+    });
     // Some zones report errors or placeholders (e.g. -273000 or 0 on ACPI stubs): keep plausible readings only.
     const celsius = readings.filter((v): v is number => v !== null).map((v) => v / 1000).filter((c) => c > -40 && c < 150);
     return celsius.length === 0 ? null : Math.max(...celsius);

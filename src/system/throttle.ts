@@ -6,7 +6,8 @@
  * run at most every `commandIntervalMs` and its answer reused in between.
  */
 import {execFile} from "node:child_process";
-import {access, readFile} from "node:fs/promises";
+import {readFileSync} from "node:fs";
+import {access} from "node:fs/promises";
 import {join} from "node:path";
 
 export interface ThrottleFlags {
@@ -103,7 +104,13 @@ export class ThrottleReader {
         const source = await this.detect();
         if (source === null) return null;
         if (source === "sysfs") {
-            const text = await readFile(join(this.options.root ?? "/", THROTTLE_SYSFS_PATH), "utf8").catch(() => null);
+            // synchronous: a tiny sysfs file, read in every health snapshot; libuv's one pool thread runs decodes
+            let text: string | null;
+            try {
+                text = readFileSync(join(this.options.root ?? "/", THROTTLE_SYSFS_PATH), "utf8");
+            } catch {
+                text = null;
+            }
             const word = text === null ? null : parseThrottled(text);
             return word === null ? null : decodeThrottled(word, "sysfs");
         }
