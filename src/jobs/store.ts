@@ -54,7 +54,6 @@ export class JobStore {
     private fd: number | null = null;
     private records = 0;
     private dropped = 0;
-    private writes: Promise<unknown> = Promise.resolve();
 
     public constructor(deps: JobStoreDeps) {
         this.deps = deps;
@@ -92,7 +91,6 @@ export class JobStore {
     }
 
     public async stop(): Promise<void> {
-        await this.writes.catch(() => undefined);
         const fd = this.fd;
         this.fd = null;
         if (fd !== null) {
@@ -119,7 +117,7 @@ export class JobStore {
     /** Appends and fdatasyncs the job; resolves only when it is on disk. */
     public async accept(key: string, request: Record<string, unknown>): Promise<void> {
         const at = Date.now();
-        await this.append({op: "accept", key, request, at}, true);
+        this.append({op: "accept", key, request, at}, true);
         this.pendingJobs.set(key, {key, request, acceptedAt: at});
     }
 
@@ -129,8 +127,8 @@ export class JobStore {
         const at = Date.now();
         this.finished.set(key, at);
         this.expireFinished(at);
-        await this.append({op: "done", key, at}, false);
-        if (this.records >= (this.deps.compactEvery ?? 1000)) await this.enqueue(() => this.compact());
+        this.append({op: "done", key, at}, false);
+        if (this.records >= (this.deps.compactEvery ?? 1000)) this.compact();
     }
 
     public stats(): JobStoreStats {
@@ -150,21 +148,12 @@ export class JobStore {
         }
     }
 
-    private async append(record: JournalRecord, sync: boolean): Promise<void> {
-        const line = JSON.stringify(record) + "\n";
-        await this.enqueue(() => {
-            if (this.fd === null) throw new Error("job store is not open");
-            writeAll(this.fd, line);
-            if (sync) fdatasyncSync(this.fd);
-            this.records++;
-        });
-    }
-
-    /** Serializes file operations so records never interleave and compaction sees a quiet file. */
-    private enqueue<T>(op: () => T): Promise<T> {
-        const next = this.writes.then(op, op);
-        this.writes = next.catch(() => undefined);
-        return next;
+    /** One record; every file operation here is synchronous, so records never interleave. */
+    private append(record: JournalRecord, sync: boolean): void {
+        if (this.fd === null) throw new Error("job store is not open");
+        writeAll(this.fd, JSON.stringify(record) + "\n");
+        if (sync) fdatasyncSync(this.fd);
+        this.records++;
     }
 
     /** Rewrites the journal with only what is still needed: pending jobs and remembered keys. */
