@@ -79,6 +79,15 @@ export async function probeDevice(options: ProbeOptions = {}): Promise<DeviceFac
     return {memory, cpu, board};
 }
 
+/** Only the CPU part of probeDevice: what the default thread count needs at start-up. */
+export async function probeCpuFacts(options: ProbeOptions = {}): Promise<CpuFacts> {
+    const root = options.root ?? "/";
+    const [cgroups, cpuinfo, status] = await Promise.all([
+        readCgroupMembership(root), readText(root, "proc/cpuinfo"), readText(root, "proc/self/status")
+    ]);
+    return probeCpu(root, isLiveRoot(root), cgroups, cpuinfo, status);
+}
+
 /** Hottest thermal zone in °C (sysfs gives millidegrees), or null when the device exposes none. */
 export async function readTemperatureC(root = "/"): Promise<number | null> {
     // Synchronous reads: this runs in every health snapshot, and libuv's one pool thread belongs to
@@ -90,12 +99,8 @@ export async function readTemperatureC(root = "/"): Promise<number | null> {
         return null;
     }
     const readings = zones.map((zone) => {
-        try {
-            const n = Number(readFileSync(join(root, `sys/class/thermal/${zone}/temp`), "utf8").trim());
-            return Number.isFinite(n) ? n : null;
-        } catch {
-            return null;
-        }
+        const n = Number(readTextSync(root, `sys/class/thermal/${zone}/temp`)?.trim() ?? NaN);
+        return Number.isFinite(n) ? n : null;
     });
     // Some zones report errors or placeholders (e.g. -273000 or 0 on ACPI stubs): keep plausible readings only.
     const celsius = readings.filter((v): v is number => v !== null).map((v) => v / 1000).filter((c) => c > -40 && c < 150);
@@ -104,6 +109,18 @@ export async function readTemperatureC(root = "/"): Promise<number | null> {
 
 function isLiveRoot(root: string): boolean {
     return root === "/" || root === "";
+}
+
+/**
+ * A small /proc or /sys file, read synchronously, or null when it cannot be read. For what runs on
+ * the health timer: microseconds each, and libuv's one pool thread belongs to the model's decodes.
+ */
+export function readTextSync(root: string, relativePath: string): string | null {
+    try {
+        return readFileSync(join(root, relativePath), "utf8");
+    } catch {
+        return null;
+    }
 }
 
 async function readText(root: string, relativePath: string): Promise<string | null> {

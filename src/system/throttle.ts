@@ -6,9 +6,9 @@
  * run at most every `commandIntervalMs` and its answer reused in between.
  */
 import {execFile} from "node:child_process";
-import {readFileSync} from "node:fs";
 import {access} from "node:fs/promises";
 import {join} from "node:path";
+import {readTextSync} from "./probe.js";
 
 export interface ThrottleFlags {
     /** bit 0 / 16: under-voltage (the supply sagged below the firmware's limit) */
@@ -104,13 +104,7 @@ export class ThrottleReader {
         const source = await this.detect();
         if (source === null) return null;
         if (source === "sysfs") {
-            // synchronous: a tiny sysfs file, read in every health snapshot; libuv's one pool thread runs decodes
-            let text: string | null;
-            try {
-                text = readFileSync(join(this.options.root ?? "/", THROTTLE_SYSFS_PATH), "utf8");
-            } catch {
-                text = null;
-            }
+            const text = readTextSync(this.options.root ?? "/", THROTTLE_SYSFS_PATH);
             const word = text === null ? null : parseThrottled(text);
             return word === null ? null : decodeThrottled(word, "sysfs");
         }

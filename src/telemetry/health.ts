@@ -1,14 +1,14 @@
 /**
  * The periodic health snapshot on `{base}/{device}/health`. Only cheap reads run on the timer: a
- * handful of small /proc and /sys files (read synchronously: see readText), statfs of the model directory, process counters
+ * handful of small /proc and /sys files (read synchronously: see readTextSync), statfs of the model directory, process counters
  * and the stats objects' getters. The slow facts (board, CPU model, cgroup layout) are probed once
  * at start-up. Every field is always present; what this machine cannot tell is null.
  */
 import os from "node:os";
-import {readFileSync, statfsSync} from "node:fs";
+import {statfsSync} from "node:fs";
 import {join} from "node:path";
 import {defaultReserveBytes} from "../models/planner.js";
-import {readTemperatureC, type DeviceFacts} from "../system/probe.js";
+import {readTemperatureC, readTextSync, type DeviceFacts} from "../system/probe.js";
 import type {ThrottleReader, ThrottleState} from "../system/throttle.js";
 import type {DeviceState} from "./status.js";
 import type {InferenceFigures} from "./inference-stats.js";
@@ -110,9 +110,10 @@ export class HostSampler {
     public async sample(): Promise<HostSample> {
         const {root, facts} = this.o;
         const live = root === "/" || root === "";
-        const [meminfo, loadavg, cpuTimes, temperatureC, throttling, disk, cgroup] = await Promise.all([
-            readText(root, "proc/meminfo"), readText(root, "proc/loadavg"), this.readCpuTimes(live),
-            readTemperatureC(root), this.o.throttle.read(), this.readDisk(), this.readCgroup()
+        const meminfo = readTextSync(root, "proc/meminfo");
+        const loadavg = readTextSync(root, "proc/loadavg");
+        const [cpuTimes, temperatureC, throttling, disk, cgroup] = await Promise.all([
+            this.readCpuTimes(live), readTemperatureC(root), this.o.throttle.read(), this.readDisk(), this.readCgroup()
         ]);
         const kib = parseMeminfo(meminfo);
         const loads = (loadavg ?? "").trim().split(/\s+/).slice(0, 3).map(Number);
@@ -160,7 +161,7 @@ export class HostSampler {
 
     /** The first line of /proc/stat; os.cpus() only where there is no /proc (not Linux). */
     private async readCpuTimes(live: boolean): Promise<CpuTimes | null> {
-        const stat = await readText(this.o.root, "proc/stat");
+        const stat = readTextSync(this.o.root, "proc/stat");
         const line = stat?.split("\n").find((l) => l.startsWith("cpu "));
         if (line) {
             const v = line.trim().split(/\s+/).slice(1).map(Number);
@@ -198,14 +199,12 @@ export class HostSampler {
         if (c.version === null) return {usage: null, inactiveFile: null};
         if (this.cgroupDir === undefined) {
             const mount = c.version === 1 ? "sys/fs/cgroup/memory"
-                : await readText(this.o.root, "sys/fs/cgroup/cgroup.controllers") !== null ? "sys/fs/cgroup" : "sys/fs/cgroup/unified";
+                : readTextSync(this.o.root, "sys/fs/cgroup/cgroup.controllers") !== null ? "sys/fs/cgroup" : "sys/fs/cgroup/unified";
             this.cgroupDir = join(mount, c.path ?? "/");
         }
         if (this.cgroupDir === null) return {usage: null, inactiveFile: null};
-        const [usageText, stat] = await Promise.all([
-            readText(this.o.root, join(this.cgroupDir, c.version === 2 ? "memory.current" : "memory.usage_in_bytes")),
-            readText(this.o.root, join(this.cgroupDir, "memory.stat"))
-        ]);
+        const usageText = readTextSync(this.o.root, join(this.cgroupDir, c.version === 2 ? "memory.current" : "memory.usage_in_bytes"));
+        const stat = readTextSync(this.o.root, join(this.cgroupDir, "memory.stat"));
         const usage = usageText === null ? null : Number(usageText.trim());
         const key = c.version === 2 ? "inactive_file" : "total_inactive_file";
         const line = stat?.split("\n").find((l) => l.startsWith(`${key} `));
@@ -236,18 +235,6 @@ function parseMeminfo(text: string | null): (key: string) => number | null {
     return (key) => values.get(key) ?? null;
 }
 
-/**
- * Synchronous on purpose: these are small /proc and /sys files (microseconds each), and libuv's pool
- * has one thread that runs the model's decodes (src/launcher.cts): async reads would queue behind a
- * decode and interleave with generation (bench: throughput 0.94 with health at 1 s).
- */
-async function readText(root: string, path: string): Promise<string | null> {
-    try {
-        return readFileSync(join(root, path), "utf8");
-    } catch {
-        return null;
-    }
-}
 
 function round1(value: number): number {
     return Math.round(value * 10) / 10;
