@@ -2,7 +2,7 @@
 import {loadConfig, redactedConfig} from "../config.js";
 import {Daemon} from "../daemon.js";
 import {SdNotifier} from "../system/sdnotify.js";
-import {defaultThreads, probeDevice} from "../system/probe.js";
+import {defaultThreads, probeCpuFacts} from "../system/probe.js";
 import type {StatusMessage} from "../telemetry/status.js";
 import {ConfigError, describeError} from "../errors.js";
 import {createLogger} from "../log.js";
@@ -18,7 +18,7 @@ export async function runCommand(args: string[]): Promise<number> {
     const log = createLogger(config.log.level);
     // Default: every CPU available, up to the physical cores. With libuv's pool at one thread (the
     // launcher) that is the fastest measured at every model size >= 70 MB (docs/ENGINE-SPEED.md).
-    const cpu = (await probeDevice()).cpu;
+    const cpu = await probeCpuFacts();
     const threads = config.inference.threads > 0 ? config.inference.threads : defaultThreads(cpu);
     log.info("qwen-edge starting", {version: packageVersion(), pid: process.pid, device: config.device.id, threads,
         threadsFrom: config.inference.threads > 0 ? "inference.threads"
