@@ -49,18 +49,31 @@ class HeaderProblem extends Error {
     }
 }
 
-/** Reads the header through a 1 MiB window: a real vocabulary makes the header several MB of small fields. */
+/**
+ * Reads the header through a window (1 MiB by default): a real vocabulary makes the header several MB of
+ * small fields, so any field may straddle the window's end. `need` refills the window first and returns
+ * the offset into the *new* buffer; callers read `this.buf` only after it returns (reading it before the
+ * await would use the old buffer with the new offset).
+ */
 class HeaderReader {
     private buf = Buffer.alloc(0);
     private bufStart = 0;
     public pos = 0;
-    public constructor(private readonly fd: FileHandle, private readonly size: number) {}
+    public constructor(private readonly fd: FileHandle, private readonly size: number, private readonly window: number) {}
 
     private async need(n: number): Promise<number> {
         if (this.pos + n > this.size) throw new HeaderProblem("truncated", "the file ends inside its GGUF header");
-        if (this.pos + n > this.bufStart + this.buf.length) {
-            this.buf = Buffer.alloc(Math.min(Math.max(n, WINDOW), this.size - this.pos));
-            await this.fd.read(this.buf, 0, this.buf.length, this.pos);
+        if (this.pos < this.bufStart || this.pos + n > this.bufStart + this.buf.length) {
+            const length = Math.min(Math.max(n, this.window), this.size - this.pos);
+            const buf = Buffer.alloc(length);
+            let filled = 0;
+            // read(2) may return less than asked (network file systems, signals): loop until the window is full
+            while (filled < length) {
+                const {bytesRead} = await this.fd.read(buf, filled, length - filled, this.pos + filled);
+                if (bytesRead === 0) throw new HeaderProblem("truncated", "the file ends inside its GGUF header");
+                filled += bytesRead;
+            }
+            this.buf = buf;
             this.bufStart = this.pos;
         }
         const at = this.pos - this.bufStart;
@@ -68,10 +81,12 @@ class HeaderReader {
         return at;
     }
     public async u32(): Promise<number> {
-        return this.buf.readUInt32LE(await this.need(4));
+        const at = await this.need(4);
+        return this.buf.readUInt32LE(at);
     }
     public async u64(): Promise<number> {
-        const v = this.buf.readBigUInt64LE(await this.need(8));
+        const at = await this.need(8);
+        const v = this.buf.readBigUInt64LE(at);
         if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new HeaderProblem("corrupt_header", "the GGUF header holds an impossible size");
         return Number(v);
     }
@@ -84,7 +99,8 @@ class HeaderReader {
         this.pos += n;
     }
     public async string(): Promise<string> {
-        return (await this.bytes(await this.u64())).toString("utf8");
+        const length = await this.u64();
+        return (await this.bytes(length)).toString("utf8");
     }
     public async skipValue(type: number, depth = 0): Promise<void> {
         const fixed = VALUE_SIZES[type];
@@ -106,10 +122,33 @@ function tensorBytes(type: number, dims: number[]): number | null {
     return Math.ceil(elements / size[0]) * size[1];
 }
 
-async function readLayout(path: string, size: number): Promise<{version: number; requiredBytes: number}> {
+/** What the header says about the file's layout. */
+export interface GgufLayout {
+    version: number;
+    tensorCount: number;
+    /** where the tensor data starts (the header, padded to the alignment) */
+    dataStart: number;
+    /** the smallest file size that holds every tensor the header lists */
+    requiredBytes: number;
+}
+
+/**
+ * Reads a GGUF header's layout. `windowBytes` (default 1 MiB) is how much is read at a time; tests use
+ * small windows so that a window boundary falls inside every kind of field.
+ */
+export async function readGgufLayout(path: string, options: {windowBytes?: number} = {}): Promise<GgufLayout> {
+    try {
+        return await readLayout(path, (await stat(path)).size, options.windowBytes ?? WINDOW);
+    } catch (err) {
+        if (err instanceof HeaderProblem) throw new ModelFileError(err.reason, path, err.message);
+        throw err;
+    }
+}
+
+async function readLayout(path: string, size: number, window = WINDOW): Promise<GgufLayout> {
     const fd = await open(path, "r");
     try {
-        const r = new HeaderReader(fd, size);
+        const r = new HeaderReader(fd, size, window);
         if (size < 4 || (await r.bytes(4)).toString("latin1") !== "GGUF")
             throw new HeaderProblem("not_gguf", "not a GGUF file (no GGUF magic)");
         const version = await r.u32();
@@ -129,7 +168,8 @@ async function readLayout(path: string, size: number): Promise<{version: number;
             throw new HeaderProblem("corrupt_header", `general.alignment ${alignment} is not a power of two`);
         let dataEnd = 0;
         for (let i = 0; i < tensorCount; i++) {
-            r.skip(await r.u64());
+            const nameLength = await r.u64();
+            r.skip(nameLength);
             const nDims = await r.u32();
             if (nDims > 8) throw new HeaderProblem("corrupt_header", "a tensor in the GGUF header has too many dimensions");
             const dims: number[] = [];
@@ -140,7 +180,7 @@ async function readLayout(path: string, size: number): Promise<{version: number;
             dataEnd = Math.max(dataEnd, offset + (tensorBytes(type, dims) ?? 0));
         }
         const dataStart = Math.ceil(r.pos / alignment) * alignment;
-        return {version, requiredBytes: dataStart + dataEnd};
+        return {version, tensorCount, dataStart, requiredBytes: dataStart + dataEnd};
     } finally {
         await fd.close();
     }
@@ -163,12 +203,7 @@ export async function sha256File(path: string, onBytes?: (done: number) => void)
  * whose tensor data is short or absent passes. Throws ModelFileError like inspectGgufFile.
  */
 export async function checkGgufHeader(path: string): Promise<void> {
-    try {
-        await readLayout(path, (await stat(path)).size);
-    } catch (err) {
-        if (err instanceof HeaderProblem) throw new ModelFileError(err.reason, path, err.message);
-        throw err;
-    }
+    await readGgufLayout(path);
 }
 
 /**
