@@ -1,6 +1,9 @@
 // A dependency-free GGUF v3 encoder, used to generate the models that tests and benchmarks load.
-// Tensor data is written in place into one Buffer so that a few-hundred-MB model costs no extra copies.
+// `encodeGguf` writes tensor data in place into one Buffer (small models); `writeGgufFile` streams it to a
+// file chunk by chunk, so a real-size model (hundreds of MB to GB) never has to fit in memory.
+import {closeSync, openSync, writeSync} from "node:fs";
 import {endianness} from "node:os";
+import {GGML_TYPES, type GgmlTensorType} from "../models/qwen35-tensors.js";
 
 export type GgufScalarType = "u8" | "i8" | "u16" | "i16" | "u32" | "i32" | "f32" | "bool" | "string" | "u64" | "i64" | "f64";
 export type GgufMetaValue =
@@ -9,11 +12,15 @@ export type GgufMetaValue =
     | {type: "string"; value: string}
     | {type: "array"; itemType: GgufScalarType; value: Array<number | bigint | string | boolean>};
 
+/** Quantized ggml block types the writer can lay out (their bytes come from `fillBytes`). */
+export type GgmlQuantType = Exclude<GgmlTensorType, "f32" | "f16">;
+export {GGML_TYPES, type GgmlTensorType};
+
 export interface GgufTensorSpec {
     name: string;
     /** innermost first, as GGUF stores them */
     dims: number[];
-    type: "f32" | "f16";
+    type: GgmlTensorType;
     /** values in row-major order of the dims (innermost fastest); omitted -> zeros */
     data?: Float32Array;
     /**
@@ -21,6 +28,11 @@ export interface GgufTensorSpec {
      * elements [start, start + chunk.length), so no full-size Float32Array is ever needed.
      */
     fill?: (chunk: Float32Array, start: number) => void;
+    /**
+     * For quantized types (required for them to hold anything but zeros): fill `chunk` with the encoded
+     * blocks starting at block `firstBlock`; chunks always hold whole blocks.
+     */
+    fillBytes?: (chunk: Buffer, firstBlock: number) => void;
 }
 
 export interface EncodeOptions {
@@ -36,12 +48,9 @@ export interface EncodeOptions {
 const VALUE_TYPE: Record<GgufScalarType | "array", number> = {
     u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12
 };
-const GGML_TYPE = {f32: 0, f16: 1} as const;
-const BYTES_PER_ELEMENT = {f32: 4, f16: 2} as const;
 const INT_RANGE: Partial<Record<GgufScalarType, [number, number]>> = {
     u8: [0, 0xff], i8: [-0x80, 0x7f], u16: [0, 0xffff], i16: [-0x8000, 0x7fff], u32: [0, 0xffffffff], i32: [-0x80000000, 0x7fffffff]
 };
-const FILL_CHUNK = 1 << 16;
 const LITTLE_ENDIAN_HOST = endianness() === "LE";
 
 export const u8 = (n: number): GgufMetaValue => ({type: "u8", value: n});
@@ -196,15 +205,27 @@ function layoutTensors(tensors: GgufTensorSpec[], alignment: number): {layout: T
         const elements = spec.dims.reduce((a, b) => a * b, 1);
         if (spec.data != null && spec.data.length !== elements)
             throw new Error(`${spec.name}: ${spec.data.length} values for ${elements} elements`);
+        const geometry = GGML_TYPES[spec.type];
+        if ((spec.dims[0] ?? 0) % geometry.blockElements !== 0)
+            throw new Error(`${spec.name}: rows of ${spec.dims[0]} elements do not split into ${spec.type} blocks of ${geometry.blockElements}`);
+        if (geometry.blockElements > 1 && spec.data != null)
+            throw new Error(`${spec.name}: a ${spec.type} tensor takes encoded blocks (fillBytes), not values`);
         const offset = alignUp(cursor, alignment);
-        const bytes = elements * BYTES_PER_ELEMENT[spec.type];
+        const bytes = (elements / geometry.blockElements) * geometry.blockBytes;
         cursor = offset + bytes;
         return {spec, elements, offset, bytes};
     });
     return {layout, dataSize: alignUp(cursor, alignment)};
 }
 
-export function encodeGguf(meta: Record<string, GgufMetaValue>, tensors: GgufTensorSpec[], options: EncodeOptions = {}): Buffer {
+interface EncodedHeader {
+    header: Buffer;
+    layout: TensorLayout[];
+    dataStart: number;
+    dataSize: number;
+}
+
+function encodeHeader(meta: Record<string, GgufMetaValue>, tensors: GgufTensorSpec[], options: EncodeOptions): EncodedHeader {
     const metaAlignment = meta["general.alignment"];
     const alignment = options.alignment ?? (metaAlignment != null ? Number(metaAlignment.value) : 32);
     if (!Number.isInteger(alignment) || alignment < 1 || (alignment & (alignment - 1)) !== 0)
@@ -228,32 +249,79 @@ export function encodeGguf(meta: Record<string, GgufMetaValue>, tensors: GgufTen
         header.string(t.spec.name);
         header.u32(t.spec.dims.length);
         for (const d of t.spec.dims) header.u64(d);
-        header.u32(GGML_TYPE[t.spec.type]);
+        header.u32(GGML_TYPES[t.spec.type].id);
         header.u64(t.offset);
     }
     const dataStart = alignUp(header.length, alignment);
     // keep the padding: llama.cpp's own reader (used by the V2 context estimate) must be able to seek to
     // the data section, or it fails and node-llama-cpp silently falls back to a different estimate
-    if (options.headerOnly === true) return Buffer.concat([header.result(), Buffer.alloc(dataStart - header.length)]);
+    return {header: Buffer.concat([header.result(), Buffer.alloc(dataStart - header.length)]), layout, dataStart, dataSize};
+}
 
+/** Size of the pieces a tensor's data is produced in (whole blocks, about 4 MiB). */
+function pieceBytes(type: GgmlTensorType): number {
+    const {blockBytes} = GGML_TYPES[type];
+    return Math.max(blockBytes, Math.floor((4 << 20) / blockBytes) * blockBytes);
+}
+
+/** Produces one tensor's data piece by piece into `piece` and hands each filled piece to `emit`. */
+function produceTensor(t: TensorLayout, piece: Buffer, emit: (bytes: Buffer, at: number) => void): void {
+    const {spec} = t;
+    const geometry = GGML_TYPES[spec.type];
+    const step = pieceBytes(spec.type);
+    for (let at = 0; at < t.bytes; at += step) {
+        const out = piece.subarray(0, Math.min(step, t.bytes - at));
+        out.fill(0);
+        if (geometry.blockElements > 1) {
+            spec.fillBytes?.(out, at / geometry.blockBytes);
+        } else if (spec.data != null || spec.fill != null) {
+            const first = at / geometry.blockBytes;
+            const values = new Float32Array(out.length / geometry.blockBytes);
+            if (spec.data != null) values.set(spec.data.subarray(first, first + values.length));
+            else spec.fill?.(values, first);
+            writeValues(new DataView(out.buffer, out.byteOffset, out.byteLength), out, 0, spec.type === "f32" ? "f32" : "f16", values);
+        }
+        emit(out, at);
+    }
+}
+
+export function encodeGguf(meta: Record<string, GgufMetaValue>, tensors: GgufTensorSpec[], options: EncodeOptions = {}): Buffer {
+    const {header, layout, dataStart, dataSize} = encodeHeader(meta, tensors, options);
+    if (options.headerOnly === true) return header;
     // Buffer.alloc zero-fills: padding and tensors without data stay zero
     const out = Buffer.alloc(dataStart + dataSize);
-    header.result().copy(out, 0);
-    const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-    const chunk = new Float32Array(FILL_CHUNK);
-    for (const t of layout) {
-        const at = dataStart + t.offset;
-        if (t.spec.data != null) {
-            writeValues(view, out, at, t.spec.type, t.spec.data);
-        } else if (t.spec.fill != null) {
-            const size = BYTES_PER_ELEMENT[t.spec.type];
-            for (let start = 0; start < t.elements; start += FILL_CHUNK) {
-                const part = chunk.subarray(0, Math.min(FILL_CHUNK, t.elements - start));
-                part.fill(0);
-                t.spec.fill(part, start);
-                writeValues(view, out, at + start * size, t.spec.type, part);
-            }
-        }
-    }
+    header.copy(out, 0);
+    const piece = Buffer.alloc(4 << 20);
+    for (const t of layout) produceTensor(t, piece, (bytes, at) => bytes.copy(out, dataStart + t.offset + at));
     return out;
+}
+
+/**
+ * Writes the GGUF straight to `path`, tensor by tensor in ~4 MiB pieces: memory stays flat whatever the
+ * model's size. Returns the file's size.
+ */
+export function writeGgufFile(path: string, meta: Record<string, GgufMetaValue>, tensors: GgufTensorSpec[], options: EncodeOptions = {}): number {
+    const {header, layout, dataStart, dataSize} = encodeHeader(meta, tensors, options);
+    const fd = openSync(path, "w", 0o644);
+    try {
+        writeFully(fd, header, 0);
+        if (options.headerOnly === true) return header.length;
+        const piece = Buffer.alloc(4 << 20);
+        let end = dataStart;
+        for (const t of layout) {
+            produceTensor(t, piece, (bytes, at) => writeFully(fd, bytes, dataStart + t.offset + at));
+            end = dataStart + t.offset + t.bytes;
+        }
+        // the padding after the last tensor, so the file has the size the layout promises
+        const size = dataStart + dataSize;
+        if (size > end) writeFully(fd, Buffer.alloc(size - end), end);
+        return size;
+    } finally {
+        closeSync(fd);
+    }
+}
+
+function writeFully(fd: number, bytes: Buffer, position: number): void {
+    let done = 0;
+    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }

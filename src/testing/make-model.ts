@@ -1,14 +1,25 @@
 #!/usr/bin/env node
-// Writes a tiny qwen35 test model: node dist/src/testing/make-model.js OUT.gguf [--kind scripted]
-// [--hidden 256] [--layers 8] [--seed N] [--ff N] [--merges N] [--context N] [--f32] [--name TEXT]
+// Writes a qwen35 test model: a tiny one (node dist/src/testing/make-model.js OUT.gguf [--kind scripted] ...),
+// or one with the real shape of a published Qwen3.5 file (--scale 0.8b --quant Q4_K_M; random weights).
+import {isModelVariant, type ModelVariant} from "../models/catalog.js";
+import {SCALE_QUANTS, writeScaleModel, type ScaleQuant} from "./scale-model.js";
 import {writeTinyQwen35, type TinyModelKind, type TinyQwen35Options} from "./tiny-qwen35.js";
 
 const USAGE = "usage: make-model OUT.gguf [--kind random|scripted|endless] [--hidden N] [--layers N] [--seed N]"
-    + " [--ff N] [--merges N] [--context N] [--f32] [--name TEXT]\n";
+    + " [--ff N] [--merges N] [--context N] [--f32] [--name TEXT]\n"
+    + "       make-model OUT.gguf --scale 0.8b|2b|4b|9b [--quant Q4_K_M|Q8_0] [--kind endless|random]\n"
+    + "  --scale writes the real shape of that Qwen3.5 (full vocabulary, llama.cpp's tensor types) with random weights\n";
 
-function parseArgs(argv: string[]): {out: string; options: TinyQwen35Options} {
+interface ScaleRequest {
+    variant: ModelVariant;
+    quant: ScaleQuant;
+}
+
+function parseArgs(argv: string[]): {out: string; options: TinyQwen35Options; scale: ScaleRequest | null} {
     const options: TinyQwen35Options = {};
     let out: string | undefined;
+    let variant: ModelVariant | null = null;
+    let quant: ScaleQuant = "Q4_K_M";
     const int = (flag: string, v: string | undefined): number => {
         const n = Number(v);
         if (v == null || !Number.isSafeInteger(n)) throw new Error(`${flag} needs an integer`);
@@ -32,13 +43,26 @@ function parseArgs(argv: string[]): {out: string; options: TinyQwen35Options} {
             case "--context": options.contextLength = int(arg, next()); break;
             case "--f32": options.weightType = "f32"; break;
             case "--name": options.name = next(); break;
+            case "--scale": {
+                const v = next()?.toLowerCase() ?? "";
+                if (!isModelVariant(v)) throw new Error(`--scale takes 0.8b, 2b, 4b or 9b (got ${v || "nothing"})`);
+                variant = v;
+                break;
+            }
+            case "--quant": {
+                const q = next() ?? "";
+                if (!(SCALE_QUANTS as readonly string[]).includes(q)) throw new Error(`--quant takes ${SCALE_QUANTS.join(" or ")} (got ${q || "nothing"})`);
+                quant = q as ScaleQuant;
+                break;
+            }
             default:
                 if (arg.startsWith("-") || out != null) throw new Error(`unexpected argument ${arg}`);
                 out = arg;
         }
     }
     if (out == null) throw new Error("missing output path");
-    return {out, options};
+    if (variant !== null && options.kind === "scripted") throw new Error("--scale models are random or endless, not scripted");
+    return {out, options, scale: variant === null ? null : {variant, quant}};
 }
 
 async function main(): Promise<void> {
@@ -48,6 +72,13 @@ async function main(): Promise<void> {
     } catch (err) {
         process.stderr.write(`${(err as Error).message}\n${USAGE}`);
         process.exitCode = 2;
+        return;
+    }
+    if (parsed.scale) {
+        const started = Date.now();
+        const kind = parsed.options.kind === "random" ? "random" : "endless";
+        const r = writeScaleModel(parsed.out, {...parsed.scale, kind});
+        process.stdout.write(`path ${r.path}\nbytes ${r.bytes}\nvocabulary ${r.vocabSize}\nseconds ${((Date.now() - started) / 1000).toFixed(1)}\n`);
         return;
     }
     const r = await writeTinyQwen35(parsed.out, parsed.options);

@@ -23,7 +23,7 @@ export interface TinyQwen35Options {
 /** What the "scripted" model answers (greedy, QwenChatWrapper 3.5 with thoughts discouraged) to any chat prompt. */
 export const SCRIPTED_ANSWER = "Hello from qwen-edge.";
 
-const SPECIAL_TOKENS = [
+export const SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
     "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
     "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
@@ -80,7 +80,7 @@ const BYTE_CHARS = byteToUnicode();
 const toByteLevel = (text: string): string[] => [...Buffer.from(text, "utf8")].map((b) => BYTE_CHARS[b] ?? "");
 const preTokens = (text: string): string[] => text.match(PRE_TOKENIZER) ?? [];
 
-interface Vocab {tokens: string[]; types: number[]; merges: string[]; id: Map<string, number>}
+export interface Vocab {tokens: string[]; types: number[]; merges: string[]; id: Map<string, number>}
 
 function trainMerges(count: number): string[] {
     const words = new Map<string, {syms: string[]; n: number}>();
@@ -135,7 +135,8 @@ function trainMerges(count: number): string[] {
     return merges;
 }
 
-function buildVocab(mergeCount: number): Vocab {
+/** 256 byte tokens, `mergeCount` merged tokens, then Qwen's special tokens (control tokens). */
+export function buildVocab(mergeCount: number): Vocab {
     const merges = trainMerges(mergeCount);
     const tokens = [...BYTE_CHARS, ...merges.map((m) => m.replace(" ", "")), ...SPECIAL_TOKENS];
     const types = tokens.map((_, i) => i < tokens.length - SPECIAL_TOKENS.length ? 1 : 3);
@@ -163,7 +164,8 @@ function bpeEncode(text: string, vocab: Vocab): number[] {
     return ids;
 }
 
-function mulberry32(seed: number): () => number {
+/** A small seeded PRNG (uniform in [0, 1)): deterministic weights without a dependency. */
+export function mulberry32(seed: number): () => number {
     let a = seed >>> 0;
     return () => {
         a = (a + 0x6d2b79f5) >>> 0;
@@ -288,6 +290,13 @@ function metadata(shape: Shape, vocab: Vocab, opts: Required<TinyQwen35Options>)
         [`${a}.ssm.time_step_rank`]: u32(shape.rank),
         [`${a}.ssm.inner_size`]: u32(shape.state * shape.rank),
         [`${a}.full_attention_interval`]: u32(4),
+        ...tokenizerMetadata(vocab)
+    };
+}
+
+/** The tokenizer keys of a qwen35 GGUF: byte-level BPE (gpt2) with Qwen's pre-tokenizer and our chat template. */
+export function tokenizerMetadata(vocab: Vocab): Record<string, GgufMetaValue> {
+    return {
         "tokenizer.ggml.model": str("gpt2"),
         "tokenizer.ggml.pre": str("qwen35"),
         "tokenizer.ggml.tokens": arr("string", vocab.tokens),
