@@ -16,7 +16,7 @@ export interface QwenEdgeConfigShape {
     };
     model: {
         path: string; dir: string; variant: string; quants: string[]; repository: string;
-        download: boolean; reserveBytes: number; hfToken: string; hfEndpoint: string;
+        download: boolean; reserveBytes: number; hfToken: string; hfEndpoint: string; mmap: boolean;
     };
     inference: {
         threads: number; contextSize: number; batchSize: number; parallel: number; maxQueue: number;
@@ -74,11 +74,12 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         download: {doc: "Download the chosen model when it is not in model.dir.", format: Boolean, default: true},
         reserveBytes: {doc: "Memory kept free for the OS and everything else when choosing a model: bytes or a size like 512MiB; 0 = 5% of the memory, 64 MiB to 512 MiB.", format: "size", default: 0},
         hfToken: {doc: "Hugging Face token for gated downloads (or HF_TOKEN).", format: String, default: "", sensitive: true},
-        hfEndpoint: {doc: "Hugging Face endpoint for downloads and remote headers (a mirror). Empty: $HF_ENDPOINT or https://huggingface.co/.", format: String, default: ""}
+        hfEndpoint: {doc: "Hugging Face endpoint for downloads and remote headers (a mirror). Empty: $HF_ENDPOINT or https://huggingface.co/.", format: String, default: ""},
+        mmap: {doc: "Map the model file instead of reading it into memory. Off: llama.cpp copies most weights into a layout for this CPU (x86 AVX2, ARM dotprod), and a mapping would keep the original pages resident too (docs/MEMORY.md).", format: Boolean, default: false}
     },
     inference: {
         threads: {doc: "CPU threads for generation. 0: every CPU available to this process (affinity, cgroup quota), at most the physical cores (docs/ENGINE-SPEED.md).", format: "nat", default: 0},
-        contextSize: {doc: "Context size in tokens, shared by the parallel sequences (never the model's 262k).", format: "nat", default: 4096},
+        contextSize: {doc: "Context size in tokens of each parallel sequence (prompt + answer; never the model's 262k).", format: "nat", default: 4096},
         batchSize: {doc: "Prompt batch size; the compute buffer grows with n_vocab x batch, keep it small on small devices.", format: "nat", default: 128},
         parallel: {doc: "Requests generated at the same time (sequences of one context).", format: "nat", default: 1},
         maxQueue: {doc: "Accepted requests waiting for a slot; more are refused with queue_full.", format: "nat", default: 32},

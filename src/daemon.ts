@@ -93,7 +93,7 @@ export class Daemon {
         this.store = new JobStore({log, dir: c.state.dir});
         this.engine = new Engine({log, options: {
             threads: this.deps.threads, contextSize: c.inference.contextSize,
-            batchSize: c.inference.batchSize, parallel: c.inference.parallel, systemPrompt: c.inference.systemPrompt,
+            batchSize: c.inference.batchSize, parallel: c.inference.parallel, systemPrompt: c.inference.systemPrompt, mmap: c.model.mmap,
             sampling: {temperature: c.inference.temperature, topP: c.inference.topP, topK: c.inference.topK, presencePenalty: c.inference.presencePenalty}
         }});
         this.scheduler = new Scheduler<Job>({
@@ -354,18 +354,19 @@ export class Daemon {
             return;
         }
         const finishReason = result.finishReason === "aborted" ? (reason === "timeout" ? "timeout" : "cancelled") : result.finishReason;
+        // after the first token: the rate of generation alone, prompt evaluation excluded
         const genSeconds = (result.totalMs - (result.ttftMs ?? 0)) / 1000;
         const reply = okReply({
             id: r.id, text: result.text, finishReason,
             ...(result.thinking !== null ? {thinking: result.thinking} : {}),
             ...(result.json !== undefined ? {json: result.json} : {}),
-            usage: {promptTokens: result.promptTokens, completionTokens: result.completionTokens},
+            usage: {promptTokens: result.promptTokens, completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens},
             timing: {queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: queuedMs + result.totalMs,
                 tokensPerSecond: genSeconds > 0 && result.completionTokens > 1 ? (result.completionTokens - 1) / genSeconds : 0},
             model: this.modelName, device: this.layout.device
         });
         this.deps.log.info("request done", {id: r.id, ...routeField(r.reply), finishReason, promptTokens: result.promptTokens,
-            completionTokens: result.completionTokens, queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: result.totalMs,
+            completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens, queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: result.totalMs,
             textBytes: Buffer.byteLength(result.text)});
         this.telemetry.recordGeneration({promptTokens: result.promptTokens, completionTokens: result.completionTokens, ttftMs: result.ttftMs, totalMs: result.totalMs});
         // A "text" route publishes the answer alone, or nothing when there is none (see textAnswer).

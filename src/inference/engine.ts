@@ -8,6 +8,7 @@ import {
     type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel
 } from "node-llama-cpp";
 import {ModelUnavailableError, RequestError} from "../errors.js";
+import {collectGarbage} from "../system/gc.js";
 import type {Logger} from "../log.js";
 
 /**
@@ -38,6 +39,8 @@ export interface EngineOptions {
     parallel: number;
     systemPrompt: string;
     sampling: SamplingDefaults;
+    /** map the model file (default false: read into memory, so repacked weights are not held twice; docs/MEMORY.md) */
+    mmap?: boolean;
 }
 
 export interface EngineDeps {
@@ -80,8 +83,11 @@ export interface GenerateResult {
     json: unknown;
     finishReason: "stop" | "length" | "aborted";
     promptTokens: number;
+    /** every token the model generated for this request: thoughts, answer and the end token (maxTokens at "length") */
     completionTokens: number;
-    /** from start of generation (prompt evaluation included) to the first token */
+    /** of completionTokens, those inside the thought segment */
+    thinkingTokens: number;
+    /** from start of generation (prompt evaluation included) to the first generated token, thought or answer */
     ttftMs: number | null;
     totalMs: number;
 }
@@ -143,7 +149,7 @@ export class Engine {
         await this.llama.setRamCap(ramCapBytes);
         let model: LlamaModel;
         try {
-            model = await this.llama.loadModel({modelPath, gpuLayers: 0});
+            model = await this.llama.loadModel({modelPath, gpuLayers: 0, useMmap: options.mmap === true});
         } catch (err) {
             throw new ModelUnavailableError(`cannot load ${modelPath}: ${(err as Error).message}`, {cause: err});
         }
@@ -161,11 +167,13 @@ export class Engine {
         this.model = model;
         this.modelPath = modelPath;
         for (let i = 0; i < options.parallel; i++) this.freeSequences.push(this.context.getSequence());
+        // node-llama-cpp read the header's 248k-token vocabulary in JS: drop that garbage before serving
+        collectGarbage();
         const libuvPool = libuvPoolSize();
         log.info("model loaded", {
             modelPath, ms: Date.now() - started, contextSize: this.context.contextSize,
             threads: options.threads, parallel: options.parallel, batchSize: options.batchSize, binary: this.llama.buildType,
-            modelBytes: model.size, libuvPool
+            modelBytes: model.size, mmap: options.mmap === true, libuvPool
         });
         if (libuvPool > 1 && options.threads > 1) {
             log.warn("libuv's thread pool has more than one thread: decodes hop between them and generation with more than one "
@@ -238,7 +246,16 @@ export class Engine {
             systemPrompt: system});
         session.setChatHistory(history);
         let ttftMs: number | null = null;
-        let completionTokens = 0;
+        let thinkingTokens = 0;
+        // Each sampled token needs one row of logits, so the sequence's "output" tokens count exactly what the model
+        // generated, thoughts and the end token included; node-llama-cpp's onToken sees answer tokens only.
+        const outputTokensBefore = sequence.tokenMeter.usedOutputTokens;
+        const generated = (): number => sequence.tokenMeter.usedOutputTokens - outputTokensBefore;
+        const firstToken = (): void => {
+            if (ttftMs !== null) return;
+            ttftMs = Date.now() - started;
+            p.onFirstToken?.();
+        };
         const thoughts: string[] = [];
         const d = this.deps.options.sampling;
         try {
@@ -255,18 +272,15 @@ export class Engine {
                 budgets: {thoughtTokens: p.thoughtBudget === false ? 0 : p.thoughtBudget},
                 signal: p.signal,
                 stopOnAbortSignal: true,
-                onToken: (tokens) => {
-                    if (ttftMs === null) {
-                        ttftMs = Date.now() - started;
-                        p.onFirstToken?.();
-                    }
-                    completionTokens += tokens.length;
-                },
                 onResponseChunk: (chunk) => {
+                    if (chunk.tokens.length > 0) firstToken();
                     if (chunk.type === "segment") {
-                        if (chunk.segmentType === "thought" && chunk.text !== "") {
-                            thoughts.push(chunk.text);
-                            p.onThoughtDelta?.(chunk.text);
+                        if (chunk.segmentType === "thought") {
+                            thinkingTokens += chunk.tokens.length;
+                            if (chunk.text !== "") {
+                                thoughts.push(chunk.text);
+                                p.onThoughtDelta?.(chunk.text);
+                            }
                         }
                     } else if (chunk.text !== "") p.onTextDelta?.(chunk.text);
                 }
@@ -281,12 +295,12 @@ export class Engine {
                 }
             }
             return {text: result.responseText, thinking: thoughts.length > 0 ? thoughts.join("") : null, json,
-                finishReason, promptTokens, completionTokens, ttftMs, totalMs: Date.now() - started};
+                finishReason, promptTokens, completionTokens: generated(), thinkingTokens, ttftMs, totalMs: Date.now() - started};
         } catch (err) {
             // Aborted before the first token: node-llama-cpp throws the signal's reason.
             if (p.signal.aborted) {
-                return {text: "", thinking: null, json: undefined, finishReason: "aborted", promptTokens, completionTokens,
-                    ttftMs, totalMs: Date.now() - started};
+                return {text: "", thinking: null, json: undefined, finishReason: "aborted", promptTokens, completionTokens: generated(),
+                    thinkingTokens, ttftMs, totalMs: Date.now() - started};
             }
             throw err;
         } finally {

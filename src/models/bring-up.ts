@@ -11,6 +11,7 @@ import type {Engine} from "../inference/engine.js";
 import type {Logger} from "../log.js";
 import {modelName} from "./catalog.js";
 import type {ModelPlan} from "./planner.js";
+import {collectGarbage} from "../system/gc.js";
 import {checkGgufFile, type ProvisionProgress} from "./provision.js";
 import {fallbackOrder, logPlan, planForDevice, provisionCandidate} from "./select.js";
 
@@ -44,6 +45,7 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
     const runtime = engine.runtime;
     const {plan} = await planForDevice(config, runtime ? {llama: runtime} : {});
     logPlan(log, plan);
+    collectGarbage();
     const order = fallbackOrder(plan);
     if (order.length === 0) throw new NoModelFitsError(plan.reason);
     const failures: string[] = [];

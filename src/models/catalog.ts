@@ -8,6 +8,9 @@
  * estimate Q8_0 weights within 0.1 % (4B) and 4 % (0.8B) of published files.
  */
 
+import {qwen35Tensors, GGML_TYPES, tensorTypeBytes} from "./qwen35-tensors.js";
+import {repackCost, type CpuSimd} from "./repack.js";
+
 export type ModelVariant = "0.8b" | "2b" | "4b" | "9b";
 export type Quantization = "Q4_K_M" | "Q8_0";
 
@@ -200,10 +203,11 @@ export interface ContextShape {
 }
 
 /**
- * Offline estimate of a context's CPU memory, mirroring llama.cpp's allocations: F16 KV cache for the
- * full-attention layers, F32 recurrent state (conv + delta-rule matrix) per sequence for the others, and a
- * compute buffer dominated by the logits (n_vocab × batch × 4 bytes). Checked against node-llama-cpp's V2
- * simulation on header-only GGUFs of the four variants (within a few percent).
+ * Offline estimate of a context's resident CPU memory, mirroring llama.cpp's allocations: F16 KV cache for
+ * the full-attention layers, F32 recurrent state (conv + delta-rule matrix) per sequence for the others, and
+ * the compute buffer (logits + activations for a batch) minus its logits rows that no generation fills
+ * (see unusedLogitsBytes). Checked against node-llama-cpp's V2 simulation on header-only GGUFs of the four
+ * variants (within a few percent) and against measured RSS (docs/MEMORY.md).
  */
 export function estimateContextBytes(a: Qwen35Architecture, shape: ContextShape): number {
     const {attention, recurrent} = layerCounts(a);
@@ -215,8 +219,24 @@ export function estimateContextBytes(a: Qwen35Architecture, shape: ContextShape)
     const computeRows = Math.max(shape.batchSize, shape.sequences);
     const compute = a.vocabSize * computeRows * 4 + computeRows * a.embeddingLength * 12;
     const outputs = a.vocabSize * 4 * shape.sequences;
-    return kv + statePerSequence * shape.sequences + compute + outputs;
+    return kv + statePerSequence * shape.sequences + compute + outputs - unusedLogitsBytes(a.vocabSize, shape) + activationBytes(shape);
 }
+
+/**
+ * The compute buffer is reserved for logits of every token of a batch (n_vocab × batch × 4 bytes: 121 MiB
+ * at batch 128 with Qwen3.5's vocabulary), but the daemon asks for the logits of each sequence's last token
+ * only, so all but `sequences` rows are never written and never become resident (measured: docs/MEMORY.md).
+ */
+export function unusedLogitsBytes(vocabularySize: number, shape: Pick<ContextShape, "batchSize" | "sequences">): number {
+    return vocabularySize * 4 * Math.max(0, Math.max(shape.batchSize, shape.sequences) - shape.sequences);
+}
+
+/**
+ * llama.cpp's vocabulary tables per token (token texts, the token and merge maps, the piece cache; with
+ * node-llama-cpp's JS view of them), measured with vocabulary-only loads: 44, 58, 122 and 231 MiB for 31k,
+ * 62k, 124k and 248k tokens, ~975 bytes a token. Every Qwen3.5 variant has the same 248,320 tokens.
+ */
+export const TOKENIZER_BYTES_PER_TOKEN = 1000;
 
 export type RequirementSource = "gguf-header" | "catalog";
 
@@ -225,9 +245,12 @@ export interface CandidateRequirement {
     variant: ModelVariant;
     quant: Quantization;
     uri: string;
-    /** weightsBytes + contextBytes + overheadBytes */
+    /** weightsBytes + tokenizerBytes + contextBytes + overheadBytes */
     requiredBytes: number;
+    /** resident weights: the tensor data, plus repacked copies that stay beside it (src/models/repack.ts) */
     weightsBytes: number;
+    /** the vocabulary tables (~1 KB a token) */
+    tokenizerBytes: number;
     contextBytes: number;
     overheadBytes: number;
     source: RequirementSource;
@@ -235,23 +258,50 @@ export interface CandidateRequirement {
     note?: string;
 }
 
-/** The offline fallback: the approximate file size as weights, the context computed from the architecture. */
-export function catalogRequirement(variant: ModelVariant, quant: Quantization, uri: string, shape: ContextShape,
-    overheadBytes = RUNTIME_OVERHEAD_BYTES, note?: string): CandidateRequirement {
+/**
+ * The offline fallback: the approximate file size as weights (plus repacked copies, from the tensor types
+ * llama.cpp's quantizer writes), the context and the vocabulary computed from the architecture.
+ */
+export function catalogRequirement(variant: ModelVariant, quant: Quantization, uri: string, shape: ContextShape & {mmap?: boolean; cpu?: CpuSimd},
+    overheadBytes = runtimeOverheadBytes(shape), note?: string): CandidateRequirement {
     const entry = VARIANTS[variant];
-    const weightsBytes = entry.files[quant].approxBytes;
+    const tensors = qwen35Tensors(entry.architecture, quant).map((t) => ({name: t.name, ggmlType: GGML_TYPES[t.type].id, dims: t.dims,
+        bytes: tensorTypeBytes(t.type, t.dims)}));
+    const repack = shape.cpu ? repackCost(tensors, shape.cpu, shape.mmap === true).extraBytes : 0;
+    const weightsBytes = entry.files[quant].approxBytes + repack;
+    const tokenizerBytes = entry.architecture.vocabSize * TOKENIZER_BYTES_PER_TOKEN;
     const contextBytes = estimateContextBytes(entry.architecture, shape);
     return {
-        variant, quant, uri, source: "catalog", weightsBytes, contextBytes, overheadBytes,
-        requiredBytes: weightsBytes + contextBytes + overheadBytes,
+        variant, quant, uri, source: "catalog", weightsBytes, tokenizerBytes, contextBytes, overheadBytes,
+        requiredBytes: weightsBytes + tokenizerBytes + contextBytes + overheadBytes,
         ...(note ? {note} : {})
     };
 }
 
 /**
- * Memory the runtime needs besides weights and context. Measured on linux-x64, Node 20, node-llama-cpp 3.21.1:
- * a bare Node process has an RSS of 41 MiB; importing node-llama-cpp and getLlama() brings it to 85-86 MiB;
- * loading a 0.5 MB qwen35 model, a context and generating 600 tokens to 109-113 MiB. So the daemon process
- * minus its model is ~110 MiB; 128 MiB leaves room for the MQTT client, logger and job store.
+ * Memory the runtime needs besides weights, vocabulary and context. Measured on linux-x64, Node 20,
+ * node-llama-cpp 3.21.1: a bare Node process has an RSS of 41 MiB; importing node-llama-cpp and getLlama()
+ * brings it to 85-86 MiB; the daemon before its model ~110 MiB; with a real-size model loaded and serving, the
+ * peak RSS of the whole process minus the tensor data, vocabulary tables and context came out at 80-110 MiB
+ * (docs/MEMORY.md). 128 MiB covers it with room for the MQTT client, logger and job store.
  */
 export const RUNTIME_OVERHEAD_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Each parallel sequence beyond the first: measured 25-40 MiB above its KV cache and recurrent state while
+ * both generate (generation buffers of node-llama-cpp and llama.cpp, a second chat session).
+ */
+export const RUNTIME_PER_SEQUENCE_BYTES = 40 * 1024 * 1024;
+
+/** The runtime overhead for a context shape. */
+export function runtimeOverheadBytes(shape: Pick<ContextShape, "sequences">): number {
+    return RUNTIME_OVERHEAD_BYTES + RUNTIME_PER_SEQUENCE_BYTES * Math.max(0, shape.sequences - 1);
+}
+
+/**
+ * The activations of one batch in the compute buffer: measured 12-18 MiB at batch 128 for 0.8B and 2B
+ * (the Gated DeltaNet chunks dominate, so it hardly depends on the model's width); 160 KiB a batch row.
+ */
+export function activationBytes(shape: Pick<ContextShape, "batchSize" | "sequences">): number {
+    return Math.max(shape.batchSize, shape.sequences) * 160 * 1024;
+}

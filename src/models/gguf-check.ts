@@ -115,7 +115,8 @@ class HeaderReader {
     }
 }
 
-function tensorBytes(type: number, dims: number[]): number | null {
+/** Bytes of a tensor of this ggml type and shape; null for a type this table does not know. */
+export function ggmlTensorBytes(type: number, dims: readonly number[]): number | null {
     const size = GGML_TYPE_SIZES[type];
     if (size === undefined) return null;
     const elements = dims.reduce((a, b) => a * b, 1);
@@ -177,7 +178,7 @@ async function readLayout(path: string, size: number, window = WINDOW): Promise<
             const type = await r.u32();
             const offset = await r.u64();
             // an unknown (newer) type still bounds the size from below by its offset
-            dataEnd = Math.max(dataEnd, offset + (tensorBytes(type, dims) ?? 0));
+            dataEnd = Math.max(dataEnd, offset + (ggmlTensorBytes(type, dims) ?? 0));
         }
         const dataStart = Math.ceil(r.pos / alignment) * alignment;
         return {version, tensorCount, dataStart, requiredBytes: dataStart + dataEnd};

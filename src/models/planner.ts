@@ -261,10 +261,10 @@ export function renderPlan(plan: ModelPlan): string {
         lines.push(`    swap ${formatBytes(plan.memory.swapTotalBytes)} is not counted`);
     }
     lines.push("", "Candidates:");
-    const header = ["model", "needs", "weights", "context", "overhead", "fits", "numbers from"];
+    const header = ["model", "needs", "weights", "vocabulary", "context", "runtime", "fits", "numbers from"];
     const rows = plan.candidates.map((c) => [
-        modelName(c.variant, c.quant), formatBytes(c.requiredBytes), formatBytes(c.weightsBytes), formatBytes(c.contextBytes),
-        formatBytes(c.overheadBytes), !c.eligible ? "-" : c.fits ? "yes" : "no", c.source
+        modelName(c.variant, c.quant), formatBytes(c.requiredBytes), formatBytes(c.weightsBytes), formatBytes(c.tokenizerBytes),
+        formatBytes(c.contextBytes), formatBytes(c.overheadBytes), !c.eligible ? "-" : c.fits ? "yes" : "no", c.source
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     const row = (cells: string[], mark: string): string => `  ${mark} ` + cells.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd();

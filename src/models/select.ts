@@ -43,7 +43,8 @@ export async function planForDevice(config: QwenEdgeConfig, options: PlanOptions
     }));
     const candidates = await estimateCandidates(targets, {
         contextSize: config.inference.contextSize, batchSize: config.inference.batchSize, sequences: config.inference.parallel,
-        remote: config.model.download, flashAttention: false,
+        remote: config.model.download, flashAttention: false, mmap: config.model.mmap,
+        cpu: {arch: facts.board.arch, features: facts.board.simd},
         ...(options.llama ? {llama: options.llama} : {}), ...(options.signal ? {signal: options.signal} : {})
     });
     const plan = planModel({

@@ -48,6 +48,8 @@ export interface CpuFacts {
 
 export interface BoardFacts {
     arch: string;
+    /** SIMD features that decide llama.cpp's weight repacking (src/models/repack.ts), e.g. avx2, asimddp */
+    simd: string[];
     /** Device-tree model (Raspberry Pi and other ARM boards) or DMI product name (x86). */
     model: string | null;
     isRaspberryPi: boolean;
@@ -401,7 +403,16 @@ async function probeBoard(root: string, live: boolean, cpuinfo: string | null): 
             break;
         }
     }
-    return {arch: live ? process.arch : archFromCpuinfo(cpuinfo), model, isRaspberryPi: model !== null && /^Raspberry Pi\b/.test(model)};
+    return {arch: live ? process.arch : archFromCpuinfo(cpuinfo), simd: simdFromCpuinfo(cpuinfo), model,
+        isRaspberryPi: model !== null && /^Raspberry Pi\b/.test(model)};
+}
+
+/** The SIMD features that decide llama.cpp's weight repacking (src/models/repack.ts), from cpuinfo's flags/Features. */
+export function simdFromCpuinfo(cpuinfo: string | null): string[] {
+    const line = cpuinfo?.split("\n").find((l) => /^(flags|Features)\s*:/.test(l));
+    if (!line) return [];
+    const words = new Set(line.slice(line.indexOf(":") + 1).trim().split(/\s+/));
+    return ["avx2", "avx512f", "asimddp", "i8mm", "sve"].filter((f) => words.has(f));
 }
 
 /** A recorded tree does not say which Node arch it came from; its cpuinfo does. */

@@ -296,6 +296,6 @@ function fallbackFacts(): DeviceFacts {
         memory: {totalBytes: os.totalmem(), availableBytes: os.freemem(), freeBytes: os.freemem(), swapTotalBytes: 0, swapFreeBytes: 0,
             cgroup: {version: null, limitBytes: null, usageBytes: null, inactiveFileBytes: null, headroomBytes: null}, constrainedBytes: null},
         cpu: {logical: os.cpus().length, available: os.availableParallelism(), quota: null, physicalCores: null, model: null},
-        board: {arch: process.arch, model: null, isRaspberryPi: false}
+        board: {arch: process.arch, simd: [], model: null, isRaspberryPi: false}
     };
 }

@@ -149,6 +149,22 @@ describe("streaming, cancel, deadlines, queue (endless model)", () => {
         assert.ok(s.client.received.indexOf(chunks.at(-1)!) < s.client.received.indexOf(reply), "chunks precede the final reply");
     });
 
+    it("counts every generated token: length means maxTokens, thoughts included and also reported apart", async () => {
+        await send("usage-think", {prompt: "go on", maxTokens: 40, thinking: {budget: 12}});
+        const reply = (await final("usage-think")).json!;
+        const usage = reply.usage as {completionTokens: number; thinkingTokens: number};
+        assert.equal(reply.finishReason, "length");
+        assert.equal(usage.completionTokens, 40, "thoughts and answer together");
+        assert.ok(usage.thinkingTokens > 0 && usage.thinkingTokens < 40, `thinkingTokens ${usage.thinkingTokens}`);
+        assert.ok(String(reply.thinking).length > 0);
+        const timing = reply.timing as {ttftMs: number; totalMs: number; tokensPerSecond: number};
+        const expected = 39 / ((timing.totalMs - timing.ttftMs) / 1000);
+        assert.ok(Math.abs(timing.tokensPerSecond - expected) <= 0.05 * expected + 0.1, `${JSON.stringify(timing)} vs ${expected}`);
+        await send("usage-plain", {prompt: "go on", maxTokens: 25});
+        const plain = (await final("usage-plain")).json!.usage as {completionTokens: number; thinkingTokens: number};
+        assert.deepEqual({completion: plain.completionTokens, thinking: plain.thinkingTokens}, {completion: 25, thinking: 0});
+    });
+
     it("cancels a queued request and a running one", async () => {
         await send("long-1", {prompt: "go", maxTokens: 2000, stream: true});
         await firstChunk("long-1");

@@ -39,7 +39,7 @@ describe("probeDevice on recorded trees", () => {
         assert.equal(facts.memory.cgroup.usageBytes, 104_226_816, "usage of the service's own cgroup");
         assert.equal(facts.memory.constrainedBytes, null, "a recorded tree never reports this process's constraint");
         assert.deepEqual(facts.cpu, {logical: 4, available: 4, quota: null, physicalCores: null, model: "ARM Cortex-A72"});
-        assert.deepEqual(facts.board, {arch: "arm64", model: "Raspberry Pi 4 Model B Rev 1.4", isRaspberryPi: true});
+        assert.deepEqual(facts.board, {arch: "arm64", simd: [], model: "Raspberry Pi 4 Model B Rev 1.4", isRaspberryPi: true});
         assert.equal(await readTemperatureC(root), 48.686);
     });
 
@@ -54,7 +54,7 @@ describe("probeDevice on recorded trees", () => {
         });
         assert.deepEqual(facts.cpu, {logical: 8, available: 2, quota: 1.5, physicalCores: null, model: "Intel(R) Core(TM) i7-10510U CPU @ 1.80GHz"});
         assert.equal(defaultThreads(facts.cpu), 2, "generation threads follow the quota, not the 8 CPUs");
-        assert.deepEqual(facts.board, {arch: "x64", model: null, isRaspberryPi: false});
+        assert.deepEqual(facts.board, {arch: "x64", simd: ["avx2"], model: null, isRaspberryPi: false});
         assert.equal(await readTemperatureC(root), null, "no thermal zones in the tree");
     });
 
@@ -95,7 +95,7 @@ describe("probeDevice on scratch trees", () => {
             version: null, limitBytes: null, usageBytes: null, inactiveFileBytes: null, headroomBytes: null, swapLimitBytes: null, path: null
         });
         assert.deepEqual(facts.cpu, {logical: 1, available: 1, quota: null, physicalCores: null, model: null});
-        assert.deepEqual(facts.board, {arch: "unknown", model: null, isRaspberryPi: false});
+        assert.deepEqual(facts.board, {arch: "unknown", simd: [], model: null, isRaspberryPi: false});
         assert.equal(await readTemperatureC(root), null);
     }));
 
