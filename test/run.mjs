@@ -14,16 +14,20 @@ const list = (dir) => existsSync(join(root, dir))
     : [];
 
 const groups = [];
-if (which === "all" || which === "unit") groups.push({files: list("unit"), concurrency: 4});
-if (which === "all" || which === "integration") groups.push({files: list("integration"), concurrency: 2});
-if (which === "all" || which === "faults") groups.push({files: list("faults"), concurrency: 1, report: true});
+// "quick": everything but the real-scale tier (minutes of prompt processing), for working on the code.
+const quick = which === "all" || which === "quick";
+if (quick || which === "unit") groups.push({files: list("unit"), concurrency: 4});
+if (quick || which === "integration") groups.push({files: list("integration"), concurrency: 2});
+if (quick || which === "faults") groups.push({files: list("faults"), concurrency: 1, report: true});
+// Real-size models (issue 14): minutes of prompt processing and gigabytes of memory, one file at a time.
+if (which === "all" || which === "scale") groups.push({files: list("scale"), concurrency: 1, timeoutMs: 3_600_000});
 
 let failed = false;
 for (const g of groups) {
     if (g.files.length === 0) continue;
     const results = g.report ? mkdtempSync(join(tmpdir(), "qe-fault-results-")) : null;
     const started = Date.now();
-    const r = spawnSync(process.execPath, ["--test", `--test-concurrency=${g.concurrency}`, "--test-timeout=300000", ...g.files],
+    const r = spawnSync(process.execPath, ["--test", `--test-concurrency=${g.concurrency}`, `--test-timeout=${g.timeoutMs ?? 300_000}`, ...g.files],
         {stdio: "inherit", env: {...process.env, ...(results ? {QE_FAULT_RESULTS: results} : {})}});
     if (r.status !== 0) failed = true;
     if (results) {
