@@ -6,9 +6,10 @@
 import {loadConfig} from "../config.js";
 import {ConfigError} from "../errors.js";
 import type {ProtocolLimits} from "../mqtt/protocol.js";
-import {validatePublishTopic} from "../mqtt/topics.js";
+import {replyPolicy} from "../mqtt/reply-policy.js";
+import {topicLayout, validatePublishTopic} from "../mqtt/topics.js";
 import {compileRoutes, type Route} from "../routes/route.js";
-import {evaluateRoute} from "../routes/router.js";
+import {evaluateRoute, type RouteEnv} from "../routes/router.js";
 import {placeholderName, wildcardSegments} from "../routes/template.js";
 import {topicMatches} from "../mqtt/topics.js";
 import {splitArgs} from "./args.js";
@@ -45,7 +46,10 @@ export async function routesCommand(args: string[]): Promise<number> {
         defaultMaxTokens: config.inference.defaultMaxTokens, maxTimeoutMs: config.inference.maxTimeoutMs,
         defaultTimeoutMs: config.inference.defaultTimeoutMs, maxStopSequences: 8, maxIdLength: 128
     };
-    const {text, routed} = explain(route, routes, topic, Buffer.from(payload, "utf8"), {device: config.device.id, limits, systemPrompt: config.inference.systemPrompt});
+    // The daemon's own reply policy, so a refused reply topic shows here as it would in the daemon.
+    const policy = replyPolicy({base: config.mqtt.baseTopic, response: topicLayout(config.mqtt.baseTopic, config.device.id, config.mqtt.fleetGroup).response,
+        discoveryPrefix: config.telemetry.discoveryPrefix, routes, allow: config.mqtt.replyTopics});
+    const {text, routed} = explain(route, routes, topic, Buffer.from(payload, "utf8"), {device: config.device.id, limits, policy, systemPrompt: config.inference.systemPrompt});
     process.stdout.write(text);
     return routed ? EXIT.ok : EXIT.failure;
 }
@@ -66,7 +70,7 @@ function indent(text: string): string {
 
 /** The report of `routes test`; `routed` is whether the daemon would queue a request. */
 function explain(route: Route, all: readonly Route[], topic: string, payload: Buffer,
-    env: {device: string; limits: ProtocolLimits; systemPrompt: string}): {text: string; routed: boolean} {
+    env: RouteEnv & {systemPrompt: string}): {text: string; routed: boolean} {
     const out: string[] = [`route ${route.name}`];
     const line = (label: string, value: string): void => void out.push(`  ${`${label}:`.padEnd(14)} ${value}`);
     line("topic filter", route.topic);

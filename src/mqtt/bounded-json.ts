@@ -85,7 +85,7 @@ export function jsonSchemaLimitProblem(schema: unknown, limits: JsonSchemaLimits
         if (typeof value !== "object" || value === null) continue;
         if (depth + 1 > limits.maxDepth)
             return `is nested more than ${limits.maxDepth} levels deep; the limit is ${limits.maxDepth}`;
-        // Counted as they are pushed, so a huge object is refused without listing all of it.
+        // Counted as they are pushed, so the stack never holds more than maxNodes values.
         for (const key in value) {
             if (!Object.hasOwn(value, key)) continue;
             if (nodes + stack.length >= limits.maxNodes) return tooMany;

@@ -2,6 +2,8 @@
  * Prompt routes as configured (`routes:` in the YAML file) and as compiled: validated, templates
  * parsed, filters compiled, loops refused. Every problem names `routes[i].field`. Pure: no I/O.
  */
+import {jsonSchemaLimitProblem} from "../mqtt/bounded-json.js";
+import {replyPolicy, replyPolicyRefusals, routeInputRules, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {isPlainObject, type ThinkingSetting} from "../mqtt/request-fields.js";
 import {topicMatches, validatePublishTopic, validateTopicFilter} from "../mqtt/topics.js";
 import {parsePath, parseTemplate, templateMayMatch, valueAt, type Template, type TemplateScope} from "./template.js";
@@ -225,6 +227,9 @@ function compileRoute(raw: unknown, at: string): Route {
     const filter = rawFilter.map((c, i) => compileCondition(c, json, Array.isArray(raw.filter) ? `${at}.filter[${i}]` : `${at}.filter`));
     if (raw.jsonSchema !== undefined && !isPlainObject(raw.jsonSchema))
         throw new Problem(`${at}.jsonSchema must be a JSON Schema mapping (got ${describe(raw.jsonSchema)})`);
+    // The same bounds as a request's jsonSchema: every routed request is checked against them anyway.
+    const schemaProblem = raw.jsonSchema === undefined ? null : jsonSchemaLimitProblem(raw.jsonSchema);
+    if (schemaProblem !== null) throw new Problem(`${at}.jsonSchema ${schemaProblem}`);
 
     const route: Route = {
         name: raw.name, topic: raw.topic, wildcards, payload, onInvalid, filter,
@@ -245,9 +250,17 @@ function compileRoute(raw: unknown, at: string): Route {
 
 const label = (i: number, r: Route): string => `routes[${i}] (${r.name})`;
 
+/** Every policy refusal of a route's reply template, as configuration problems (one line each). */
+function replyTemplateProblems(i: number, route: Route, policy: ReplyPolicy): string[] {
+    const literal = route.reply.topic.parts.every((p) => typeof p === "string") ? route.reply.topic.source : null;
+    return replyPolicyRefusals(policy, (filter) => templateMayMatch(route.reply.topic, filter), literal !== null && literal === policy.response)
+        .map((r) => `${label(i, route)}.reply.topic ${JSON.stringify(route.reply.topic.source)} ${r.configReason}`);
+}
+
 /**
  * Compiles the `routes` list: the routes, and every problem found (one line each, naming
- * `routes[i].field`). Loops between routes are problems: no reply topic may match any route's filter.
+ * `routes[i].field`). Loops between routes are problems: no reply topic may match any route's
+ * filter (the reply policy's route rules, as applied to requests at intake).
  */
 export function compileRoutes(value: unknown): {routes: Route[]; problems: string[]} {
     if (!Array.isArray(value)) return {routes: [], problems: [`routes must be a list of routes (got ${describe(value)})`]};
@@ -267,19 +280,17 @@ export function compileRoutes(value: unknown): {routes: Route[]; problems: strin
         if (first !== undefined) problems.push(`routes[${i}].name ${JSON.stringify(route.name)} is already the name of routes[${first}]`);
         else seen.set(route.name, i);
     }
-    for (const {i, route} of routes) {
-        for (const {i: j, route: other} of routes) {
-            if (templateMayMatch(route.reply.topic, other.topic)) {
-                problems.push(`${label(i, route)}.reply.topic ${JSON.stringify(route.reply.topic.source)} could match ` +
-                    `${label(j, other)}.topic ${JSON.stringify(other.topic)}: its answers would come back as new messages (a loop); ` +
-                    "give the reply a topic outside every route's filter");
-            }
-        }
-    }
+    // Rules labelled by each route's own index in the list, so both sides of a loop are named.
+    const loops: ReplyPolicy = {response: null, allow: [], rules: routeInputRules(routes.map(({i, route}) => ({name: route.name, topic: route.topic, index: i})))};
+    for (const {i, route} of routes) problems.push(...replyTemplateProblems(i, route, loops));
     return {routes: routes.map((r) => r.route), problems};
 }
 
 export interface DeviceTopics {
+    /** `mqtt.baseTopic` */
+    base: string;
+    /** the default response topic (a route may answer there) */
+    response: string;
     request: string;
     cancel: string;
     status: string;
@@ -289,26 +300,32 @@ export interface DeviceTopics {
     fleetRequest: string | null;
 }
 
+/** What the reply policy needs beyond the topic layout. */
+export interface ReplySettings {
+    /** `telemetry.discoveryPrefix` */
+    discoveryPrefix: string;
+    /** `mqtt.replyTopics` */
+    allow: readonly string[];
+}
+
 /**
  * Problems that need this device's configuration: a route that would take the daemon's own request
- * or cancel topics, a reply topic that could land on one of the daemon's own topics, and route
- * limits above the configured caps.
+ * or cancel topics, a reply template the reply policy refuses (as it refuses a request's reply
+ * topic: replyPolicy), and route limits above the configured caps.
  */
 export function deviceRouteProblems(routes: readonly Route[], own: DeviceTopics,
-    caps: {maxTokensCap: number; maxTimeoutMs: number}): string[] {
+    caps: {maxTokensCap: number; maxTimeoutMs: number}, reply: ReplySettings = {discoveryPrefix: "homeassistant", allow: []}): string[] {
     const problems: string[] = [];
     const fleet = own.fleetRequest?.replace(/^\$share\/[^/]+\//, "") ?? null;
     const intake: Array<[string, string]> = [["request", own.request], ["cancel", own.cancel], ...(fleet ? [["fleet request", fleet] as [string, string]] : [])];
-    const outputs: Array<[string, string]> = [["status", own.status], ["info", own.info], ["health", own.health]];
+    // Route loops are compileRoutes' problems already; here the device's rules and the allow-list.
+    const policy = replyPolicy({base: own.base, response: own.response, discoveryPrefix: reply.discoveryPrefix, routes: [], allow: reply.allow});
     routes.forEach((route, i) => {
         for (const [what, topic] of intake) {
             if (topicMatches(route.topic, topic))
                 problems.push(`${label(i, route)}.topic ${JSON.stringify(route.topic)} matches the daemon's own ${what} topic ${JSON.stringify(topic)}; narrow the filter`);
         }
-        for (const [what, topic] of [...intake, ...outputs]) {
-            if (templateMayMatch(route.reply.topic, topic))
-                problems.push(`${label(i, route)}.reply.topic ${JSON.stringify(route.reply.topic.source)} could be the daemon's own ${what} topic ${JSON.stringify(topic)}`);
-        }
+        problems.push(...replyTemplateProblems(i, route, policy));
         if (route.maxTokens !== undefined && route.maxTokens > caps.maxTokensCap)
             problems.push(`routes[${i}].maxTokens (${route.maxTokens}) must not exceed inference.maxTokensCap (${caps.maxTokensCap})`);
         if (route.timeoutMs !== undefined && route.timeoutMs > caps.maxTimeoutMs)

@@ -2,12 +2,15 @@
  * The router: which route filters to subscribe, and for a message on one of them, the request the
  * daemon journals and queues like a native one (same field validation and limits, `source`
  * "route:NAME", a reply target carrying the route's topic, QoS, retain and format). Also the
- * per-source rate limit and the per-route counters for telemetry. No I/O besides logging.
+ * per-source rate limit and the per-route counters for telemetry. No I/O besides logging. Intake is
+ * total: no payload can make it throw.
  */
 import {randomBytes} from "node:crypto";
-import {RequestError} from "../errors.js";
+import {describeError, RequestError} from "../errors.js";
 import type {Logger} from "../log.js";
+import {MAX_JSON_DEPTH, parseBoundedJson} from "../mqtt/bounded-json.js";
 import type {InferenceRequest, OkReply, ParseResult, ProtocolLimits, ReplyTarget} from "../mqtt/protocol.js";
+import {replyTopicProblem, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {readRequestFields} from "../mqtt/request-fields.js";
 import {topicMatches} from "../mqtt/topics.js";
 import {filterRefusal, type Route} from "./route.js";
@@ -41,7 +44,7 @@ export interface RouteCounters {
     filtered: number;
     /** dropped because the same source topic had a request less than minIntervalMs ago */
     rateLimited: number;
-    /** payloads the route could not read (encoding, JSON, absent field, bad topic value, limits) */
+    /** payloads the route could not read (encoding, JSON, absent field, bad or refused reply topic, limits) */
     invalid: number;
     /** retained messages the broker sent on subscribing: old values, not answered */
     retainedSkipped: number;
@@ -57,12 +60,14 @@ const utf8 = new TextDecoder("utf-8", {fatal: true});
 /** Source topics remembered per route for the rate limit; the oldest go first beyond this. */
 const MAX_TRACKED_TOPICS = 10_000;
 
-function parseJson(text: string): {ok: true; value: unknown} | {ok: false} {
-    try {
-        return {ok: true, value: JSON.parse(text) as unknown};
-    } catch {
-        return {ok: false};
-    }
+/** What a route needs to know beyond the message. */
+export interface RouteEnv {
+    device: string;
+    limits: ProtocolLimits;
+    /** the reply policy a rendered reply topic must pass (as a request's must); absent: only the broker's rules */
+    policy?: ReplyPolicy | null;
+    /** the broker's Maximum Packet Size from its CONNACK, when it announced one */
+    maximumPacketSize?: number | undefined;
 }
 
 function replyTarget(route: Route, topic: string): ReplyTarget {
@@ -73,15 +78,19 @@ function replyTarget(route: Route, topic: string): ReplyTarget {
  * One message through one route whose topic it matched: decode, filter, render, validate. Pure
  * but for the id's randomness; the rate limit is the Router's.
  */
-export function evaluateRoute(route: Route, msg: RoutedMessage, env: {device: string; limits: ProtocolLimits}): RouteEvaluation {
+export function evaluateRoute(route: Route, msg: RoutedMessage, env: RouteEnv): RouteEvaluation {
     const values: TemplateValues = {
         payload: "", json: undefined, topic: msg.topic, segments: wildcardSegments(route.topic, msg.topic) ?? [],
         time: new Date(msg.receivedAt).toISOString(), device: env.device
     };
+    const replyProblem = (topic: string): string | null =>
+        replyTopicProblem(topic, env.policy ?? null, {maximumPacketSize: env.maximumPacketSize});
     const invalid = (error: RequestError, stage: "payload" | "render" = "payload"): RouteEvaluation => {
         let reply: ReplyTarget | null = null;
         try {
-            reply = replyTarget(route, renderTopic(route.reply.topic, values, "reply.topic"));
+            const topic = renderTopic(route.reply.topic, values, "reply.topic");
+            // An error reply goes only where an answer could: never to a topic the policy or broker refuses.
+            reply = replyProblem(topic) === null ? replyTarget(route, topic) : null;
         } catch {
             reply = null;
         }
@@ -97,7 +106,12 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: {device: st
         return invalid(new RequestError("invalid_encoding", "payload is not valid UTF-8 text"));
     }
     if (route.payload === "json") {
-        const parsed = parseJson(values.payload);
+        const maxDepth = env.limits.maxJsonDepth ?? MAX_JSON_DEPTH;
+        const parsed = parseBoundedJson(values.payload, maxDepth);
+        if (!parsed.ok && parsed.problem === "too_deep") {
+            return invalid(new RequestError("invalid_request", `route ${route.name}: the JSON payload is nested more than ${maxDepth} levels deep; the limit is ${maxDepth}`,
+                {maxJsonDepth: maxDepth}));
+        }
         if (!parsed.ok) return invalid(new RequestError("invalid_json", `route ${route.name} reads JSON payloads, and this one is not valid JSON`));
         values.json = parsed.value;
     }
@@ -105,6 +119,10 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: {device: st
     if (refusal !== null) return {outcome: "filtered", reason: refusal};
     try {
         const topic = renderTopic(route.reply.topic, values, "reply.topic");
+        const topicProblem = replyProblem(topic);
+        if (topicProblem !== null)
+            return {outcome: "invalid", stage: "render", reply: null, error: new RequestError("invalid_request",
+                `reply.topic: the topic built from the message ${topicProblem}`, {field: "reply.topic"})};
         const body: Record<string, unknown> = {prompt: renderText(route.prompt, values, "prompt"), maxTokens: route.maxTokens,
             timeoutMs: route.timeoutMs, jsonSchema: route.jsonSchema, thinking: route.thinking};
         if (route.system !== null) body.system = renderText(route.system, values, "system");
@@ -137,7 +155,13 @@ export interface RouterDeps {
     routes: readonly Route[];
     device: string;
     limits: ProtocolLimits;
+    /** the reply policy every rendered reply topic must pass (replyPolicy()); absent: only the broker's rules */
+    replyPolicy?: ReplyPolicy | null;
+    /** the broker's Maximum Packet Size from the current connection's CONNACK, if it announced one */
+    maximumPacketSize?: () => number | undefined;
 }
+
+export type RouteIntake = {source: `route:${string}`; parsed: ParseResult} | "dropped" | null;
 
 export class Router {
     private readonly deps: RouterDeps;
@@ -156,12 +180,40 @@ export class Router {
 
     /**
      * A message from the broker. null: no route's topic matches (not a route message). "dropped":
-     * a route took it and nothing more is to be done (filtered, rate limited, retained, or invalid
-     * with onInvalid "drop"). Otherwise what to journal and queue, or the error to answer, exactly
-     * as for a native request. Routes are tried in order; the first whose topic matches and whose
-     * filter passes takes the message.
+     * a route took it and nothing more is to be done (filtered, rate limited, retained, capped, or
+     * invalid with onInvalid "drop"). Otherwise what to journal and queue, or the error to answer,
+     * exactly as for a native request. Routes are tried in order; the first whose topic matches and
+     * whose filter passes takes the message. Never throws: anything unexpected is logged, counted
+     * as invalid and dropped, so the message is still acknowledged.
      */
-    public intake(msg: RoutedMessage): {source: `route:${string}`; parsed: ParseResult} | "dropped" | null {
+    public intake(msg: RoutedMessage): RouteIntake {
+        let route: Route | undefined;
+        try {
+            return this.route(msg, (r) => { route = r; });
+        } catch (err) {
+            const name = route?.name ?? null;
+            if (name !== null) this.count(name).invalid++;
+            this.deps.log.error("route message dropped: intake failed", {route: name, topic: msg.topic, bytes: msg.payload.length,
+                error: describeError(err).message});
+            return name === null ? null : "dropped";
+        }
+    }
+
+    /** What became of a routed request (the daemon reports it); ignored for native requests. */
+    public note(reply: ReplyTarget, event: "accepted" | "answered" | "failed", info: {id?: string | null; code?: string} = {}): void {
+        if (reply.route === undefined) return;
+        this.count(reply.route)[event]++;
+        if (event === "failed") this.deps.log.warn("route request failed", {route: reply.route, id: info.id ?? null, code: info.code ?? null});
+    }
+
+    /** Counters per configured route (all zero until its first message); for the health telemetry. */
+    public stats(): Record<string, RouteCounters> {
+        const out: Record<string, RouteCounters> = {};
+        for (const route of this.deps.routes) out[route.name] = {...this.count(route.name)};
+        return out;
+    }
+
+    private route(msg: RoutedMessage, looking: (route: Route) => void): RouteIntake {
         const candidates = this.deps.routes.filter((r) => topicMatches(r.topic, msg.topic));
         const first = candidates[0];
         if (first === undefined) return null;
@@ -171,10 +223,13 @@ export class Router {
             log.debug("route message skipped: retained (an old value sent on subscribe)", {route: first.name, topic: msg.topic, bytes: msg.payload.length});
             return "dropped";
         }
+        const env: RouteEnv = {device: this.deps.device, limits: this.deps.limits, policy: this.deps.replyPolicy ?? null,
+            maximumPacketSize: this.deps.maximumPacketSize?.()};
         for (const route of candidates) {
+            looking(route);
             const counters = this.count(route.name);
             counters.received++;
-            const evaluation = evaluateRoute(route, msg, {device: this.deps.device, limits: this.deps.limits});
+            const evaluation = evaluateRoute(route, msg, env);
             if (evaluation.outcome === "filtered") {
                 counters.filtered++;
                 log.debug("route message filtered", {route: route.name, topic: msg.topic, bytes: msg.payload.length, reason: evaluation.reason});
@@ -196,20 +251,6 @@ export class Router {
             return {source: `route:${route.name}`, parsed: {ok: true, request: evaluation.request}};
         }
         return "dropped";
-    }
-
-    /** What became of a routed request (the daemon reports it); ignored for native requests. */
-    public note(reply: ReplyTarget, event: "accepted" | "answered" | "failed", info: {id?: string | null; code?: string} = {}): void {
-        if (reply.route === undefined) return;
-        this.count(reply.route)[event]++;
-        if (event === "failed") this.deps.log.warn("route request failed", {route: reply.route, id: info.id ?? null, code: info.code ?? null});
-    }
-
-    /** Counters per configured route (all zero until its first message); for the health telemetry. */
-    public stats(): Record<string, RouteCounters> {
-        const out: Record<string, RouteCounters> = {};
-        for (const route of this.deps.routes) out[route.name] = {...this.count(route.name)};
-        return out;
     }
 
     private count(name: string): RouteCounters {

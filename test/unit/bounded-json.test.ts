@@ -71,13 +71,11 @@ void describe("jsonSchemaLimitProblem", () => {
         assert.equal(jsonSchemaLimitProblem({d: "é".repeat(47)}, limits), "is 102 bytes as JSON; the limit is 100 bytes");
     });
 
-    void it("stops at the first limit on 5,000 levels and on a million keys, without recursion", () => {
+    void it("refuses 5,000 levels and a million keys without recursion", () => {
         assert.match(jsonSchemaLimitProblem(deepValue(5000)) ?? "", new RegExp(`nested more than ${JSON_SCHEMA_LIMITS.maxDepth} levels`));
         const wide: Record<string, number> = {};
         for (let i = 0; i < 1_000_000; i++) wide[`k${i}`] = i;
-        const started = performance.now();
         assert.match(jsonSchemaLimitProblem(wide) ?? "", /more than 2000 values/);
-        assert.ok(performance.now() - started < 500, "refused without walking every key");
     });
 
     void it("accepts the defaults' worth of a realistic schema", () => {
