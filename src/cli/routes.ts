@@ -55,10 +55,11 @@ export async function routesCommand(args: string[]): Promise<number> {
 }
 
 function listRoutes(routes: readonly Route[]): string {
-    const rows = [["NAME", "TOPIC", "PAYLOAD", "FILTER", "MIN INTERVAL", "REPLY TOPIC", "FORMAT", "QOS", "RETAIN"]];
+    const rows = [["NAME", "TOPIC", "PAYLOAD", "FILTER", "MIN INTERVAL", "PER MINUTE", "REPLY TOPIC", "FORMAT", "QOS", "RETAIN"]];
     for (const r of routes) {
         rows.push([r.name, r.topic, r.payload, r.filter.length === 0 ? "-" : `${r.filter.length} condition${r.filter.length > 1 ? "s" : ""}`,
-            r.minIntervalMs > 0 ? `${r.minIntervalMs} ms` : "-", r.reply.topic.source, r.reply.format, String(r.reply.qos), r.reply.retain ? "yes" : "no"]);
+            r.minIntervalMs > 0 ? `${r.minIntervalMs} ms` : "-", r.maxPerMinute > 0 ? String(r.maxPerMinute) : "-", r.reply.topic.source, r.reply.format,
+            String(r.reply.qos), r.reply.retain ? `yes (${r.reply.maxRetainedTopics} topics)` : "no"]);
     }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? "").length)));
     return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ")).join("\n") + "\n";
@@ -97,11 +98,15 @@ function explain(route: Route, all: readonly Route[], topic: string, payload: Bu
         line("result", `NOT answered: ${what}`);
         return {text: out.join("\n") + "\n", routed: false};
     }
-    line("rate limit", route.minIntervalMs > 0
-        ? `passes if no request from ${topic} was routed in the last ${route.minIntervalMs} ms (a later one within that time is dropped)`
-        : "none");
+    const limits = [
+        ...(route.minIntervalMs > 0 ? [`passes if no request from ${topic} was routed in the last ${route.minIntervalMs} ms (a later one within that time is dropped)`] : []),
+        ...(route.maxPerMinute > 0 ? [`${route.minIntervalMs > 0 ? "and" : "passes"} if the route routed fewer than ${route.maxPerMinute} requests in the last minute (maxPerMinute)`] : [])
+    ];
+    line("rate limit", limits.length === 0 ? "none" : limits.join("; "));
     const r = evaluation.request;
     line("reply topic", `${r.reply.topic} (${route.reply.format}, QoS ${route.reply.qos}, ${route.reply.retain ? "retained" : "not retained"})`);
+    if (route.reply.retain)
+        line("retained cap", `answers on at most ${route.reply.maxRetainedTopics} distinct topics (reply.maxRetainedTopics); a message needing one more is dropped`);
     line("max tokens", `${r.maxTokens}${route.maxTokens === undefined ? " (inference.defaultMaxTokens)" : ""}`);
     line("thinking", r.thinking === false ? "off" : r.thinking === true ? "on" : `on, budget ${r.thinking.budget} tokens`);
     if (r.jsonSchema !== undefined) line("json schema", JSON.stringify(r.jsonSchema));

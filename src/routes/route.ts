@@ -36,6 +36,8 @@ export interface RouteConfig {
     filter?: FilterConfig | FilterConfig[];
     /** at most one request per source topic per this many ms; default 0 (no limit) */
     minIntervalMs?: number;
+    /** at most this many requests per rolling minute for the whole route; 0: no limit; default 30 */
+    maxPerMinute?: number;
     prompt: string;
     system?: string;
     maxTokens?: number;
@@ -50,6 +52,8 @@ export interface RouteConfig {
         retain?: boolean;
         /** default 1 */
         qos?: 0 | 1 | 2;
+        /** with retain: distinct reply topics the route may leave a retained answer on; default 32 */
+        maxRetainedTopics?: number;
     };
 }
 
@@ -70,18 +74,24 @@ export interface Route {
     onInvalid: "drop" | "reply-error";
     filter: Condition[];
     minIntervalMs: number;
+    maxPerMinute: number;
     prompt: Template;
     system: Template | null;
     maxTokens?: number;
     timeoutMs?: number;
     jsonSchema?: Record<string, unknown>;
     thinking?: ThinkingSetting;
-    reply: {topic: Template; format: "text" | "json"; retain: boolean; qos: 0 | 1 | 2};
+    reply: {topic: Template; format: "text" | "json"; retain: boolean; qos: 0 | 1 | 2; maxRetainedTopics: number};
 }
 
-const ROUTE_KEYS = ["name", "topic", "payload", "onInvalid", "filter", "minIntervalMs", "prompt", "system", "maxTokens",
+const ROUTE_KEYS = ["name", "topic", "payload", "onInvalid", "filter", "minIntervalMs", "maxPerMinute", "prompt", "system", "maxTokens",
     "timeoutMs", "jsonSchema", "thinking", "reply"];
-const REPLY_KEYS = ["topic", "format", "retain", "qos"];
+const REPLY_KEYS = ["topic", "format", "retain", "qos", "maxRetainedTopics"];
+/** A route as a whole: enough for a few dozen sensors, too few to bury the queue and the native requests. */
+export const DEFAULT_MAX_PER_MINUTE = 30;
+/** Retained answers outlive the daemon on the broker: a route may not create them without end. */
+export const DEFAULT_MAX_RETAINED_TOPICS = 32;
+const MAX_RETAINED_TOPICS_CAP = 10_000;
 const FILTER_KEYS = ["path", "equals", "in", "matches", "above", "below"];
 const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_REGEX_LENGTH = 500;
@@ -125,10 +135,10 @@ function oneOf<T extends string>(value: unknown, allowed: readonly T[], fallback
     return value as T;
 }
 
-function integer(value: unknown, min: number, at: string): number | undefined {
+function integer(value: unknown, min: number, at: string, max = Number.MAX_SAFE_INTEGER): number | undefined {
     if (value === undefined) return undefined;
-    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min)
-        throw new Problem(`${at} must be an integer of at least ${min} (got ${describe(value)})`);
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max)
+        throw new Problem(`${at} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`} (got ${describe(value)})`);
     return value;
 }
 
@@ -230,13 +240,18 @@ function compileRoute(raw: unknown, at: string): Route {
     // The same bounds as a request's jsonSchema: every routed request is checked against them anyway.
     const schemaProblem = raw.jsonSchema === undefined ? null : jsonSchemaLimitProblem(raw.jsonSchema);
     if (schemaProblem !== null) throw new Problem(`${at}.jsonSchema ${schemaProblem}`);
+    const retain = raw.reply.retain === true;
+    const maxRetainedTopics = integer(raw.reply.maxRetainedTopics, 1, `${at}.reply.maxRetainedTopics`, MAX_RETAINED_TOPICS_CAP);
+    if (maxRetainedTopics !== undefined && !retain)
+        throw new Problem(`${at}.reply.maxRetainedTopics applies only to retained replies: set reply.retain: true, or leave it out`);
 
     const route: Route = {
         name: raw.name, topic: raw.topic, wildcards, payload, onInvalid, filter,
         minIntervalMs: integer(raw.minIntervalMs, 0, `${at}.minIntervalMs`) ?? 0,
+        maxPerMinute: integer(raw.maxPerMinute, 0, `${at}.maxPerMinute`) ?? DEFAULT_MAX_PER_MINUTE,
         prompt: template(raw.prompt, textScope, `${at}.prompt`, true) as Template,
         system: template(raw.system, textScope, `${at}.system`, false),
-        reply: {topic: replyTopic, format, retain: raw.reply.retain === true, qos}
+        reply: {topic: replyTopic, format, retain, qos, maxRetainedTopics: maxRetainedTopics ?? DEFAULT_MAX_RETAINED_TOPICS}
     };
     const maxTokens = integer(raw.maxTokens, 1, `${at}.maxTokens`);
     const timeoutMs = integer(raw.timeoutMs, 1, `${at}.timeoutMs`);

@@ -2,8 +2,8 @@
  * The router: which route filters to subscribe, and for a message on one of them, the request the
  * daemon journals and queues like a native one (same field validation and limits, `source`
  * "route:NAME", a reply target carrying the route's topic, QoS, retain and format). Also the
- * per-source rate limit and the per-route counters for telemetry. No I/O besides logging. Intake is
- * total: no payload can make it throw.
+ * rate limits and retained-topic cap (limits.ts) and the per-route counters for telemetry. No I/O
+ * besides logging. Intake is total: no payload can make it throw.
  */
 import {randomBytes} from "node:crypto";
 import {describeError, RequestError} from "../errors.js";
@@ -13,6 +13,7 @@ import type {InferenceRequest, OkReply, ParseResult, ProtocolLimits, ReplyTarget
 import {replyTopicProblem, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {readRequestFields} from "../mqtt/request-fields.js";
 import {topicMatches} from "../mqtt/topics.js";
+import {RouteLimiter} from "./limits.js";
 import {filterRefusal, type Route} from "./route.js";
 import {renderText, renderTopic, wildcardSegments, type TemplateValues} from "./template.js";
 
@@ -44,6 +45,10 @@ export interface RouteCounters {
     filtered: number;
     /** dropped because the same source topic had a request less than minIntervalMs ago */
     rateLimited: number;
+    /** dropped because the route as a whole had maxPerMinute requests in the last minute */
+    routeLimited: number;
+    /** dropped because a retained answer would open a topic beyond reply.maxRetainedTopics */
+    retainedCapped: number;
     /** payloads the route could not read (encoding, JSON, absent field, bad or refused reply topic, limits) */
     invalid: number;
     /** retained messages the broker sent on subscribing: old values, not answered */
@@ -57,8 +62,6 @@ export interface RouteCounters {
 }
 
 const utf8 = new TextDecoder("utf-8", {fatal: true});
-/** Source topics remembered per route for the rate limit; the oldest go first beyond this. */
-const MAX_TRACKED_TOPICS = 10_000;
 
 /** What a route needs to know beyond the message. */
 export interface RouteEnv {
@@ -166,8 +169,7 @@ export type RouteIntake = {source: `route:${string}`; parsed: ParseResult} | "dr
 export class Router {
     private readonly deps: RouterDeps;
     private readonly counters = new Map<string, RouteCounters>();
-    /** route name -> source topic -> when its last request was routed (oldest first) */
-    private readonly lastRouted = new Map<string, Map<string, number>>();
+    private readonly limiters = new Map<string, RouteLimiter>();
 
     public constructor(deps: RouterDeps) {
         this.deps = deps;
@@ -243,9 +245,13 @@ export class Router {
                 if (!answer || evaluation.reply === null) return "dropped";
                 return {source: `route:${route.name}`, parsed: {ok: false, error: evaluation.error, id: null, reply: evaluation.reply}};
             }
-            if (!this.takeSlot(route, msg.topic, msg.receivedAt)) {
-                counters.rateLimited++;
-                log.info("route message dropped: rate limited", {route: route.name, topic: msg.topic, minIntervalMs: route.minIntervalMs});
+            const refused = this.limiter(route).admit(msg.topic, evaluation.request.reply.topic, msg.receivedAt);
+            if (refused !== null) {
+                const field = {source: "rateLimited", route: "routeLimited", retained: "retainedCapped"} as const;
+                counters[field[refused.limit]]++;
+                // A flood is what these limits are for: one line each at info, the retained cap (a setting to raise) at warn.
+                log[refused.limit === "retained" ? "warn" : "info"](`route message dropped: ${refused.limit === "retained" ? "retained topic cap" : "rate limited"}`,
+                    {route: route.name, topic: msg.topic, limit: refused.limit, reason: refused.reason});
                 return "dropped";
             }
             return {source: `route:${route.name}`, parsed: {ok: true, request: evaluation.request}};
@@ -253,32 +259,22 @@ export class Router {
         return "dropped";
     }
 
+    private limiter(route: Route): RouteLimiter {
+        let limiter = this.limiters.get(route.name);
+        if (limiter === undefined) {
+            limiter = new RouteLimiter({minIntervalMs: route.minIntervalMs, maxPerMinute: route.maxPerMinute, retain: route.reply.retain,
+                maxRetainedTopics: route.reply.maxRetainedTopics});
+            this.limiters.set(route.name, limiter);
+        }
+        return limiter;
+    }
+
     private count(name: string): RouteCounters {
         let c = this.counters.get(name);
         if (c === undefined) {
-            c = {received: 0, filtered: 0, rateLimited: 0, invalid: 0, retainedSkipped: 0, accepted: 0, answered: 0, failed: 0};
+            c = {received: 0, filtered: 0, rateLimited: 0, routeLimited: 0, retainedCapped: 0, invalid: 0, retainedSkipped: 0, accepted: 0, answered: 0, failed: 0};
             this.counters.set(name, c);
         }
         return c;
-    }
-
-    /** True (and the slot taken) when `topic` may have a request now. */
-    private takeSlot(route: Route, topic: string, now: number): boolean {
-        if (route.minIntervalMs <= 0) return true;
-        let seen = this.lastRouted.get(route.name);
-        if (seen === undefined) {
-            seen = new Map();
-            this.lastRouted.set(route.name, seen);
-        }
-        const last = seen.get(topic);
-        if (last !== undefined && now >= last && now - last < route.minIntervalMs) return false;
-        // Re-insert so the map stays ordered oldest first, then forget topics whose interval has passed.
-        seen.delete(topic);
-        seen.set(topic, now);
-        for (const [t, at] of seen) {
-            if (now - at < route.minIntervalMs && seen.size <= MAX_TRACKED_TOPICS) break;
-            seen.delete(t);
-        }
-        return true;
     }
 }

@@ -175,9 +175,9 @@ void describe("Router.intake never throws", () => {
     const {routes, problems} = compileRoutes([
         {name: "text", topic: "home/+/temperature", prompt: "{{topic.1}}: {{payload}}", reply: {topic: "home/{{topic.1}}/summary", retain: true}},
         {name: "whole", topic: "dump/+", payload: "json", prompt: "Summarize {{json}}", reply: {topic: "dump/{{topic.1}}/out", format: "json"},
-            onInvalid: "reply-error"},
+            onInvalid: "reply-error", maxPerMinute: 0},
         {name: "field", topic: "btn/+", payload: "json", filter: [{path: "a.0.b", matches: "^x"}], prompt: "{{json.a}} {{json.a.0.b}}",
-            reply: {topic: "lights/{{json.room}}/set", format: "json"}, onInvalid: "reply-error"}
+            reply: {topic: "lights/{{json.room}}/set", format: "json"}, onInvalid: "reply-error", maxPerMinute: 0}
     ]);
     assert.deepEqual(problems, []);
     const stream = new PassThrough();
