@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import {after, before, describe, it} from "node:test";
 import mqtt, {type IClientPublishOptions} from "mqtt";
+import {createLogger} from "../../src/log.js";
+import {MqttLink} from "../../src/mqtt/link.js";
 import {brokerTopicProblem, publishPacketBytes} from "../../src/mqtt/reply-policy.js";
 import {startBroker, type Broker} from "../support/broker.js";
 import {TestClient} from "../support/mqtt-client.js";
@@ -129,5 +131,21 @@ void describe("a broker with max_packet_size", () => {
         // ten more is past both.
         const over = await publishOutcome(broker.url, firstRefused + "t".repeat(10), payload, {properties: {correlationData}});
         assert.equal(over.outcome, "DISCONNECT 0x95");
+    });
+
+    void it("is what MqttLink reports as brokerMaximumPacketSize()", async () => {
+        const link = new MqttLink({log: createLogger("error"), onMessage: async () => undefined, onConnect: () => undefined, onDisconnect: () => undefined,
+            options: {url: broker.url, clientId: "link-probe", keepaliveSeconds: 30, sessionExpirySeconds: 0, connectTimeoutMs: 5000,
+                reconnectMinMs: 200, reconnectMaxMs: 1000, will: {topic: "link-probe/status", payload: "{}"}, subscriptions: [], maxPayloadBytes: 1024}});
+        assert.equal(link.brokerMaximumPacketSize(), undefined, "nothing before the first CONNACK");
+        link.start();
+        try {
+            let timer: NodeJS.Timeout | undefined;
+            await Promise.race([link.whenConnected(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error("MqttLink did not connect within 5000 ms")), 5000); })]);
+            clearTimeout(timer);
+            assert.equal(link.brokerMaximumPacketSize(), MAX);
+        } finally {
+            await link.stop();
+        }
     });
 });
