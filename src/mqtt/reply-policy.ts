@@ -3,7 +3,8 @@
  * - what a broker takes (replyTopicProblem): a well-formed topic (validatePublishTopic) whose
  *   PUBLISH fits the broker's announced Maximum Packet Size. A topic Mosquitto refuses makes it
  *   disconnect us, and the kept message is resent on every reconnect: the device goes dark.
- * - the reply policy (ReplyPolicy): never a topic the daemon or a qwen-edge device reads or owns,
+ * - the reply policy (ReplyPolicy): never a topic the daemon or a qwen-edge device reads or owns
+ *   (another device's response topic included; this device's own is where errors go),
  *   never Home Assistant's discovery or status topics, never a route's input (the answer would fire
  *   the route), and, when mqtt.replyTopics is set, only inside it. The same rules judge a request's
  *   reply topic at intake and a route's reply template at configuration time (replyPolicyRefusals).
@@ -67,6 +68,9 @@ export function replyPolicy(input: ReplyPolicyInput): ReplyPolicy {
         device("status", "dashboards, Home Assistant and `qwen-edge status` read the device's state there"),
         device("info", "clients read the device's model and limits there"),
         device("health", "monitoring reads the device's health there"),
+        // This device's own response topic is exempt (ReplyPolicy.response); another device's is not: its
+        // clients match replies by id, and one forged through us could answer a request of theirs.
+        device("response", "its clients would take the reply for that device's answer"),
         {filter: `${input.discoveryPrefix}/status`, what: "Home Assistant's status topic",
             why: "Home Assistant and every integration take a message there as its birth or will"},
         {filter: `${input.discoveryPrefix}/#`, what: "Home Assistant's discovery prefix",

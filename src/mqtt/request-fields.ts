@@ -329,7 +329,7 @@ export function requestJsonSchema(limits?: Pick<ProtocolLimits, "maxTokensCap" |
             timeoutMs: {type: "integer", minimum: 1, ...(limits === undefined ? {} : {maximum: limits.maxTimeoutMs, default: limits.defaultTimeoutMs}),
                 description: "Deadline for queue + generation; the MQTT message expiry shortens it."},
             replyTo: {type: "string", minLength: 1, pattern: "^[^$+#\\u0000][^+#\\u0000]*$",
-                description: "Reply topic when the MQTT v5 Response Topic is absent; no wildcards, no empty levels, no control characters or Unicode noncharacters, and not a topic the device's reply policy forbids (its own or any qwen-edge device's status, info, health, request and cancel topics, Home Assistant's, a route's input, outside mqtt.replyTopics)."}
+                description: "Reply topic when the MQTT v5 Response Topic is absent; no wildcards, no empty levels, no control characters or Unicode noncharacters, and not a topic the device's reply policy forbids (any qwen-edge device's status, info, health, request and cancel topics, another device's response topic, Home Assistant's, a route's input, outside mqtt.replyTopics)."}
         },
         oneOf: [{required: ["prompt"], not: {required: ["messages"]}}, {required: ["messages"], not: {required: ["prompt"]}}],
         additionalProperties: false

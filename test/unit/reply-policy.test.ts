@@ -18,7 +18,8 @@ void describe("the reply policy", () => {
     const table: Array<[string, RegExp | null]> = [
         ["qwen-edge/pi/response", null],
         ["replies/me", null],
-        ["qwen-edge/other/response", null],
+        ["qwen-edge/other/response", /^matches "qwen-edge\/\+\/response", the response topic of a qwen-edge device: its clients would take the reply/],
+        ["qwen-edge/fleet/response", /the response topic of a qwen-edge device/],
         ["qwen-edge/pi/response/extra", null],
         ["qwen-edge/pi/request", /^matches "qwen-edge\/\+\/request", the request topic of a qwen-edge device: a reply there would be taken as a new request$/],
         ["qwen-edge/other/request", /the request topic of a qwen-edge device/],
