@@ -4,7 +4,9 @@ import {loadConfig} from "../../src/config.js";
 import {parseRequest, type IncomingMessage, type ProtocolLimits} from "../../src/mqtt/protocol.js";
 import {brokerTopicProblem, publishPacketBytes, replyPolicy, replyPolicyRefusal, replyTopicProblem} from "../../src/mqtt/reply-policy.js";
 import {topicLayout} from "../../src/mqtt/topics.js";
+import {createLogger} from "../../src/log.js";
 import {compileRoutes, deviceRouteProblems} from "../../src/routes/route.js";
+import {Router} from "../../src/routes/router.js";
 
 const limits: ProtocolLimits = {
     maxPayloadBytes: 4096, maxTokensCap: 512, defaultMaxTokens: 64, maxTimeoutMs: 600_000,
@@ -168,5 +170,30 @@ void describe("the same policy on route reply templates at configuration time", 
             /routes\[0\] \(a\)\.reply\.topic "out\/\{\{topic\.1\}\}" can match none of mqtt\.replyTopics/);
         assert.throws(() => loadConfig({env: {QWEN_EDGE_MQTT_REPLY_TOPICS: "a/#/b"}}), /mqtt\.replyTopics: .*"a\/#\/b" uses "#" other than as the whole last level/);
         assert.throws(() => loadConfig({env: {QWEN_EDGE_MQTT_REPLY_TOPICS: "$share/g/x"}}), /shared subscription/);
+    });
+});
+
+void describe("the same policy on each rendered route reply topic", () => {
+    const {routes, problems} = compileRoutes([{name: "lights", topic: "buttons/+", payload: "json", prompt: "{{json.room}}",
+        reply: {topic: "lights/{{json.room}}/set", format: "json"}, onInvalid: "reply-error", maxPerMinute: 0}]);
+    assert.deepEqual(problems, []);
+    const strict = replyPolicy({base: "qwen-edge", response: layout.response, discoveryPrefix: "homeassistant", routes, allow: ["lights/kitchen/set"]});
+    const router = new Router({log: createLogger("error"), routes, device: "pi", limits, replyPolicy: strict, maximumPacketSize: () => 1200});
+    const intake = (room: string): ReturnType<Router["intake"]> =>
+        router.intake({topic: "buttons/x", payload: Buffer.from(JSON.stringify({room})), receivedAt: 1});
+
+    void it("routes a message whose topic is allowed", () => {
+        const r = intake("kitchen");
+        assert.ok(r !== null && r !== "dropped" && r.parsed.ok);
+        assert.equal(r.parsed.request.reply.topic, "lights/kitchen/set");
+    });
+
+    void it("drops one outside mqtt.replyTopics or too long for the broker, and sends no error reply there either", () => {
+        assert.equal(intake("hall"), "dropped");
+        assert.equal(intake("k".repeat(200)), "dropped", "a 211-byte topic and the 1,024 reserved bytes make a 1,243-byte packet, over 1,200");
+        assert.equal(router.stats().lights?.invalid, 2);
+        const plain = new Router({log: createLogger("error"), routes, device: "pi", limits});
+        const r = plain.intake({topic: "buttons/x", payload: Buffer.from(JSON.stringify({room: "hall"})), receivedAt: 1});
+        assert.ok(r !== null && r !== "dropped" && r.parsed.ok, "without a policy only the broker's rules apply");
     });
 });
