@@ -12,7 +12,7 @@ export interface QwenEdgeConfigShape {
         url: string; baseTopic: string; clientId: string; fleetGroup: string;
         username: string; passwordFile: string; ca: string; cert: string; key: string;
         keepaliveSeconds: number; sessionExpirySeconds: number; connectTimeoutMs: number;
-        reconnectMinMs: number; reconnectMaxMs: number;
+        reconnectMinMs: number; reconnectMaxMs: number; replyTopics: string[];
     };
     model: {
         path: string; dir: string; variant: string; quants: string[]; repository: string;
@@ -63,7 +63,8 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         sessionExpirySeconds: {doc: "How long the broker keeps our session (and queued QoS 1 requests) while we are away.", format: "nat", default: 86400},
         connectTimeoutMs: {doc: "Time allowed for one connection attempt.", format: "nat", default: 10000},
         reconnectMinMs: {doc: "First reconnect delay; doubles per failed attempt up to mqtt.reconnectMaxMs.", format: "nat", default: 1000},
-        reconnectMaxMs: {doc: "Longest reconnect delay.", format: "nat", default: 60000}
+        reconnectMaxMs: {doc: "Longest reconnect delay.", format: "nat", default: 60000},
+        replyTopics: {doc: "Topic filters a reply may be published on (a request's Response Topic or replyTo, a route's reply topic), e.g. [replies/#]. Empty: any topic the reply policy does not forbid (the device's own and Home Assistant's topics, request, cancel and route input topics). The device's response topic is always allowed. Keep it in step with the broker's ACL (deploy/mosquitto/). As an environment variable or argument: comma-separated.", format: "topicFilterList", default: []}
     },
     model: {
         path: {doc: "Path of a GGUF to load. Set it to skip the memory-based choice.", format: String, default: ""},

@@ -11,7 +11,7 @@ import YAML from "yaml";
 import {ConfigError} from "./errors.js";
 import {QUANTIZATIONS, isQuantization} from "./models/catalog.js";
 import {parseSize} from "./models/planner.js";
-import {sanitizeDeviceId, topicLayout} from "./mqtt/topics.js";
+import {sanitizeDeviceId, topicLayout, validateTopicFilter} from "./mqtt/topics.js";
 import {compileRoutes, deviceRouteProblems, routesFromJson} from "./routes/route.js";
 import {passwordNotAccepted} from "./mqtt/credentials.js";
 import {configSchema, type QwenEdgeConfigShape, type SchemaNode} from "./config-schema.js";
@@ -27,6 +27,16 @@ convict.addFormat({name: "quantList", coerce: (v: unknown) => typeof v === "stri
     if (!Array.isArray(value) || value.length === 0 || !value.every((q) => typeof q === "string" && isQuantization(q)))
         throw new Error(`must be a non-empty list of ${QUANTIZATIONS.join(", ")}`);
 }});
+// A list of topic filters; from the environment or an argument, comma-separated.
+convict.addFormat({name: "topicFilterList", coerce: (v: unknown) => typeof v === "string" ? v.split(",").map((f) => f.trim()).filter((f) => f !== "") : v,
+    validate: (value: unknown): void => {
+        if (!Array.isArray(value)) throw new Error("must be a list of MQTT topic filters, e.g. [replies/#]");
+        for (const filter of value as unknown[]) {
+            if (typeof filter !== "string") throw new Error("must be a list of MQTT topic filters (strings)");
+            const problem = filter.startsWith("$share/") ? "is a shared subscription, which is not a place to publish" : validateTopicFilter(filter);
+            if (problem !== null) throw new Error(`${JSON.stringify(filter)} ${problem}`);
+        }
+    }});
 convict.addFormat({name: "routes", coerce: routesFromJson, validate: (value: unknown): void => {
     const {problems} = compileRoutes(value);
     if (problems.length > 0) throw new Error(problems.join("\n"));
@@ -136,7 +146,8 @@ function resolveDefaults(config: QwenEdgeConfig, env: NodeJS.ProcessEnv): QwenEd
     if (c.inference.defaultTimeoutMs > c.inference.maxTimeoutMs)
         throw new ConfigError(`inference.defaultTimeoutMs (${c.inference.defaultTimeoutMs}) must not exceed inference.maxTimeoutMs (${c.inference.maxTimeoutMs})`);
     if (c.routes.length > 0) {
-        const problems = deviceRouteProblems(compileRoutes(c.routes).routes, topicLayout(c.mqtt.baseTopic, c.device.id, c.mqtt.fleetGroup), c.inference);
+        const problems = deviceRouteProblems(compileRoutes(c.routes).routes, topicLayout(c.mqtt.baseTopic, c.device.id, c.mqtt.fleetGroup), c.inference,
+            {discoveryPrefix: c.telemetry.discoveryPrefix, allow: c.mqtt.replyTopics});
         if (problems.length > 0) throw new ConfigError(problems.join("\n"));
     }
     return c;

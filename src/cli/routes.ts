@@ -6,9 +6,10 @@
 import {loadConfig} from "../config.js";
 import {ConfigError} from "../errors.js";
 import type {ProtocolLimits} from "../mqtt/protocol.js";
-import {validatePublishTopic} from "../mqtt/topics.js";
+import {replyPolicy} from "../mqtt/reply-policy.js";
+import {topicLayout, validatePublishTopic} from "../mqtt/topics.js";
 import {compileRoutes, type Route} from "../routes/route.js";
-import {evaluateRoute} from "../routes/router.js";
+import {evaluateRoute, type RouteEnv} from "../routes/router.js";
 import {placeholderName, wildcardSegments} from "../routes/template.js";
 import {topicMatches} from "../mqtt/topics.js";
 import {splitArgs} from "./args.js";
@@ -45,16 +46,20 @@ export async function routesCommand(args: string[]): Promise<number> {
         defaultMaxTokens: config.inference.defaultMaxTokens, maxTimeoutMs: config.inference.maxTimeoutMs,
         defaultTimeoutMs: config.inference.defaultTimeoutMs, maxStopSequences: 8, maxIdLength: 128
     };
-    const {text, routed} = explain(route, routes, topic, Buffer.from(payload, "utf8"), {device: config.device.id, limits, systemPrompt: config.inference.systemPrompt});
+    // The daemon's own reply policy, so a refused reply topic shows here as it would in the daemon.
+    const policy = replyPolicy({base: config.mqtt.baseTopic, response: topicLayout(config.mqtt.baseTopic, config.device.id, config.mqtt.fleetGroup).response,
+        discoveryPrefix: config.telemetry.discoveryPrefix, routes, allow: config.mqtt.replyTopics});
+    const {text, routed} = explain(route, routes, topic, Buffer.from(payload, "utf8"), {device: config.device.id, limits, policy, systemPrompt: config.inference.systemPrompt});
     process.stdout.write(text);
     return routed ? EXIT.ok : EXIT.failure;
 }
 
 function listRoutes(routes: readonly Route[]): string {
-    const rows = [["NAME", "TOPIC", "PAYLOAD", "FILTER", "MIN INTERVAL", "REPLY TOPIC", "FORMAT", "QOS", "RETAIN"]];
+    const rows = [["NAME", "TOPIC", "PAYLOAD", "FILTER", "MIN INTERVAL", "PER MINUTE", "REPLY TOPIC", "FORMAT", "QOS", "RETAIN"]];
     for (const r of routes) {
         rows.push([r.name, r.topic, r.payload, r.filter.length === 0 ? "-" : `${r.filter.length} condition${r.filter.length > 1 ? "s" : ""}`,
-            r.minIntervalMs > 0 ? `${r.minIntervalMs} ms` : "-", r.reply.topic.source, r.reply.format, String(r.reply.qos), r.reply.retain ? "yes" : "no"]);
+            r.minIntervalMs > 0 ? `${r.minIntervalMs} ms` : "-", r.maxPerMinute > 0 ? String(r.maxPerMinute) : "-", r.reply.topic.source, r.reply.format,
+            String(r.reply.qos), r.reply.retain ? `yes (${r.reply.maxRetainedTopics} topics)` : "no"]);
     }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? "").length)));
     return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ")).join("\n") + "\n";
@@ -66,7 +71,7 @@ function indent(text: string): string {
 
 /** The report of `routes test`; `routed` is whether the daemon would queue a request. */
 function explain(route: Route, all: readonly Route[], topic: string, payload: Buffer,
-    env: {device: string; limits: ProtocolLimits; systemPrompt: string}): {text: string; routed: boolean} {
+    env: RouteEnv & {systemPrompt: string}): {text: string; routed: boolean} {
     const out: string[] = [`route ${route.name}`];
     const line = (label: string, value: string): void => void out.push(`  ${`${label}:`.padEnd(14)} ${value}`);
     line("topic filter", route.topic);
@@ -93,11 +98,15 @@ function explain(route: Route, all: readonly Route[], topic: string, payload: Bu
         line("result", `NOT answered: ${what}`);
         return {text: out.join("\n") + "\n", routed: false};
     }
-    line("rate limit", route.minIntervalMs > 0
-        ? `passes if no request from ${topic} was routed in the last ${route.minIntervalMs} ms (a later one within that time is dropped)`
-        : "none");
+    const limits = [
+        ...(route.minIntervalMs > 0 ? [`passes if no request from ${topic} was routed in the last ${route.minIntervalMs} ms (a later one within that time is dropped)`] : []),
+        ...(route.maxPerMinute > 0 ? [`${route.minIntervalMs > 0 ? "and" : "passes"} if the route routed fewer than ${route.maxPerMinute} requests in the last minute (maxPerMinute)`] : [])
+    ];
+    line("rate limit", limits.length === 0 ? "none" : limits.join("; "));
     const r = evaluation.request;
     line("reply topic", `${r.reply.topic} (${route.reply.format}, QoS ${route.reply.qos}, ${route.reply.retain ? "retained" : "not retained"})`);
+    if (route.reply.retain)
+        line("retained cap", `answers on at most ${route.reply.maxRetainedTopics} distinct topics (reply.maxRetainedTopics); a message needing one more is dropped`);
     line("max tokens", `${r.maxTokens}${route.maxTokens === undefined ? " (inference.defaultMaxTokens)" : ""}`);
     line("thinking", r.thinking === false ? "off" : r.thinking === true ? "on" : `on, budget ${r.thinking.budget} tokens`);
     if (r.jsonSchema !== undefined) line("json schema", JSON.stringify(r.jsonSchema));

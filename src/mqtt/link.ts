@@ -55,6 +55,8 @@ export class MqttLink {
     private lastConnectAt: Date | null = null;
     private lastError: string | null = null;
     private lastLoggedError: string | null = null;
+    /** the broker's Maximum Packet Size from the last CONNACK; undefined when it announced none */
+    private brokerMaxPacket: number | undefined;
     private readonly connectWaiters = new Set<() => void>();
 
     public constructor(deps: LinkDeps) {
@@ -95,6 +97,7 @@ export class MqttLink {
             this.connects++;
             this.lastConnectAt = new Date();
             this.lastLoggedError = null;
+            this.brokerMaxPacket = connack.properties?.maximumPacketSize;
             // MQTT.js leaves Nagle on: short replies after a PUBACK would wait ~40 ms (FACTS.md).
             const stream = client.stream as {setNoDelay?: (on: boolean) => void};
             stream.setNoDelay?.(true);
@@ -125,6 +128,15 @@ export class MqttLink {
 
     public get connected(): boolean {
         return this.client?.connected ?? false;
+    }
+
+    /**
+     * The broker's Maximum Packet Size (CONNACK property) on the current connection, or undefined.
+     * A PUBLISH larger than this makes the broker disconnect us (Mosquitto: DISCONNECT 0x95), so reply
+     * topics are checked against it (brokerTopicProblem).
+     */
+    public brokerMaximumPacketSize(): number | undefined {
+        return this.brokerMaxPacket;
     }
 
     /** Publishes; resolves when the broker has it (QoS 1) or it is written (QoS 0). */

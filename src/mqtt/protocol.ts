@@ -5,7 +5,8 @@
  */
 import {randomBytes} from "node:crypto";
 import {RequestError} from "../errors.js";
-import {validatePublishTopic} from "./topics.js";
+import {MAX_JSON_DEPTH, parseBoundedJson} from "./bounded-json.js";
+import {replyTopicProblem, type ReplyPolicy} from "./reply-policy.js";
 import {
     idProblem, isPlainObject, readRequestFields, unknownFieldError,
     type ProtocolLimits, type RequestFields
@@ -69,14 +70,26 @@ function generateId(receivedAt: number): string {
     return `req-${receivedAt.toString(36)}-${randomBytes(6).toString("hex")}`;
 }
 
-/** The parsed JSON value, or where parsing failed (V8's own message may quote the payload, so only the position is kept). */
-function parseJson(text: string): {ok: true; value: unknown} | {ok: false; where: string} {
-    try {
-        return {ok: true, value: JSON.parse(text) as unknown};
-    } catch (err) {
-        const position = /at position (\d+)/.exec(err instanceof Error ? err.message : "")?.[1];
-        return {ok: false, where: position === undefined ? "" : ` (error at character ${position})`};
+/**
+ * The parsed JSON value, or why not: a RequestError for a payload nested too deep (before it is
+ * parsed), else where parsing failed (V8's own message may quote the payload, so only the position is kept).
+ */
+function parseJson(text: string, maxDepth: number): {ok: true; value: unknown} | {ok: false; tooDeep: RequestError | null; where: string} {
+    const parsed = parseBoundedJson(text, maxDepth);
+    if (parsed.ok) return parsed;
+    if (parsed.problem === "too_deep") {
+        return {ok: false, where: "", tooDeep: new RequestError("invalid_request",
+            `the JSON payload is nested more than ${maxDepth} levels deep (arrays and objects); the limit is ${maxDepth}`, {maxJsonDepth: maxDepth})};
     }
+    return {ok: false, tooDeep: null, where: parsed.position === null ? "" : ` (error at character ${parsed.position})`};
+}
+
+/** What intake knows beyond the message: where replies may go and what the broker takes. */
+export interface ParseOptions {
+    /** the reply policy (replyPolicy()); absent or null: only the broker's rules apply */
+    policy?: ReplyPolicy | null;
+    /** the CONNACK's Maximum Packet Size, when the broker announced one */
+    maximumPacketSize?: number | undefined;
 }
 
 /**
@@ -86,18 +99,34 @@ function parseJson(text: string): {ok: true; value: unknown} | {ok: false; where
  * - Starts with "{" (after whitespace) but is not JSON → invalid_json.
  * - A whole JSON array → invalid_request; a whole JSON string literal → taken as the prompt;
  *   anything else (including "42", "true", "[1] why…") → the plain-text prompt, kept as is.
- * Replies go to the MQTT v5 Response Topic if valid, else the JSON `replyTo` if valid, else
- * `layout.response`; an invalid one is never used, and its problem is the error.
+ * - JSON nested more than `limits.maxJsonDepth` (64) levels → invalid_request, before it is parsed.
+ * Replies go to the MQTT v5 Response Topic if it may be used, else the JSON `replyTo` if it may,
+ * else `layout.response`: a reply topic must pass replyTopicProblem (what the broker takes, and
+ * `options.policy`); a refused one is never used, and why it was refused is the error.
  * The id is echoed in errors whenever a string id of usable length could be read.
+ * Total: returns a result for any input; an unexpected exception becomes an `internal` error.
  */
-export function parseRequest(msg: IncomingMessage, layout: {response: string}, limits: ProtocolLimits): ParseResult {
-    const responseTopicProblem = msg.responseTopic === undefined ? null : validatePublishTopic(msg.responseTopic);
+export function parseRequest(msg: IncomingMessage, layout: {response: string}, limits: ProtocolLimits, options: ParseOptions = {}): ParseResult {
+    try {
+        return parseRequestUnguarded(msg, layout, limits, options);
+    } catch {
+        // Unreachable by design (the fuzz test in test/unit/hostile-input.test.ts); a last line so intake always answers.
+        const reply: ReplyTarget = {topic: layout.response, via: "default", ...(Buffer.isBuffer(msg.correlationData) ? {correlationData: msg.correlationData} : {})};
+        return {ok: false, error: new RequestError("internal", "the request could not be read (an internal error in the daemon)"), id: null, reply};
+    }
+}
+
+function parseRequestUnguarded(msg: IncomingMessage, layout: {response: string}, limits: ProtocolLimits, options: ParseOptions): ParseResult {
     const correlation = msg.correlationData === undefined ? {} : {correlationData: msg.correlationData};
+    const broker = {maximumPacketSize: options.maximumPacketSize, correlationDataBytes: msg.correlationData?.length ?? 0};
+    const replyProblem = (topic: string): string | null => replyTopicProblem(topic, options.policy ?? null, broker);
+    const responseTopicProblem = msg.responseTopic === undefined ? null : replyProblem(msg.responseTopic);
     let reply: ReplyTarget = msg.responseTopic !== undefined && responseTopicProblem === null
         ? {topic: msg.responseTopic, via: "response-topic", ...correlation}
         : {topic: layout.response, via: "default", ...correlation};
     let echoId: string | null = null;
     const fail = (error: RequestError): ParseResult => ({ok: false, error, id: echoId, reply});
+    const maxDepth = limits.maxJsonDepth ?? MAX_JSON_DEPTH;
 
     if (msg.payload.length > limits.maxPayloadBytes) {
         return fail(new RequestError("payload_too_large",
@@ -115,28 +144,34 @@ export function parseRequest(msg: IncomingMessage, layout: {response: string}, l
     let plainPrompt: string | null = text;
     const start = text.trimStart()[0];
     if (start === "{") {
-        const parsed = parseJson(text);
+        const parsed = parseJson(text, maxDepth);
         if (!parsed.ok)
-            return fail(new RequestError("invalid_json", `payload starts with "{" but is not valid JSON${parsed.where}`));
+            return fail(parsed.tooDeep ?? new RequestError("invalid_json", `payload starts with "{" but is not valid JSON${parsed.where}`));
         if (!isPlainObject(parsed.value))
             return fail(new RequestError("invalid_json", "payload starts with \"{\" but is not a JSON object"));
         body = parsed.value;
         plainPrompt = null;
     } else if (start === "[" || start === "\"") {
-        const parsed = parseJson(text);
+        const parsed = parseJson(text, maxDepth);
+        if (!parsed.ok && parsed.tooDeep !== null)
+            return fail(parsed.tooDeep);
         if (parsed.ok && Array.isArray(parsed.value))
             return fail(new RequestError("invalid_request", "a request must be a JSON object or plain text, not a JSON array"));
         if (parsed.ok && typeof parsed.value === "string")
             plainPrompt = parsed.value;
     }
 
+    let replyToProblem: string | null = null;
     if (body !== null) {
         const id = body.id;
         if (typeof id === "string" && id.length >= 1 && id.length <= limits.maxIdLength)
             echoId = id;
         // An invalid Response Topic falls through to a valid replyTo, so the error still reaches the client.
-        if (reply.via === "default" && typeof body.replyTo === "string" && validatePublishTopic(body.replyTo) === null)
-            reply = {topic: body.replyTo, via: "replyTo", ...correlation};
+        if (typeof body.replyTo === "string") {
+            replyToProblem = replyProblem(body.replyTo);
+            if (reply.via === "default" && replyToProblem === null)
+                reply = {topic: body.replyTo, via: "replyTo", ...correlation};
+        }
     }
     if (responseTopicProblem !== null) {
         return fail(new RequestError("invalid_request",
@@ -176,6 +211,8 @@ export function parseRequest(msg: IncomingMessage, layout: {response: string}, l
     const unknown = unknownFieldError(body);
     if (unknown !== null)
         return fail(unknown);
+    if (replyToProblem !== null)
+        return fail(new RequestError("invalid_request", `replyTo ${replyToProblem}; this error is sent to ${reply.topic} instead`, {field: "replyTo"}));
     try {
         const {replyTo: _replyTo, ...fields} = readRequestFields(body, limits);
         return {ok: true, request: {id, ...fields, ...envelope(fields.timeoutMs)}};
@@ -203,7 +240,7 @@ export function parseCancel(payload: Buffer, maxIdLength = DEFAULT_MAX_ID_LENGTH
     }
     let id: unknown = text;
     if (text.startsWith("{")) {
-        const parsed = parseJson(text);
+        const parsed = parseJson(text, MAX_JSON_DEPTH);
         if (!parsed.ok || !isPlainObject(parsed.value))
             return refuse("invalid_json", "cancel payload starts with \"{\" but is not a valid JSON object");
         const extra = Object.keys(parsed.value).find((key) => key !== "id");

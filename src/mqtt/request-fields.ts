@@ -5,6 +5,7 @@
  * prompt, message content or system text.
  */
 import {RequestError} from "../errors.js";
+import {JSON_SCHEMA_LIMITS, jsonSchemaLimitProblem, type JsonSchemaLimits} from "./bounded-json.js";
 import {validatePublishTopic} from "./topics.js";
 
 export interface ProtocolLimits {
@@ -15,6 +16,10 @@ export interface ProtocolLimits {
     defaultTimeoutMs: number;
     maxStopSequences: number;
     maxIdLength: number;
+    /** deepest nesting of a JSON payload (default MAX_JSON_DEPTH, 64) */
+    maxJsonDepth?: number;
+    /** bounds on `jsonSchema` (default JSON_SCHEMA_LIMITS) */
+    jsonSchemaLimits?: JsonSchemaLimits;
 }
 
 export interface ChatMessage {
@@ -246,6 +251,11 @@ export function readRequestFields(obj: Record<string, unknown>, limits: Protocol
     if (obj.jsonSchema !== undefined && obj.jsonSchema !== null) {
         if (!isPlainObject(obj.jsonSchema))
             throw invalid("jsonSchema", `jsonSchema must be a JSON Schema object (got ${describeValue(obj.jsonSchema)})`);
+        // The engine compiles the schema into a grammar recursively: bound it before it gets there.
+        const schemaLimits = limits.jsonSchemaLimits ?? JSON_SCHEMA_LIMITS;
+        const problem = jsonSchemaLimitProblem(obj.jsonSchema, schemaLimits);
+        if (problem !== null)
+            throw new RequestError("invalid_request", `jsonSchema ${problem}`, {field: "jsonSchema", limits: {...schemaLimits}});
         jsonSchema = obj.jsonSchema;
     }
 
@@ -306,7 +316,7 @@ export function requestJsonSchema(limits?: Pick<ProtocolLimits, "maxTokensCap" |
             seed: {type: "integer", minimum: 0, maximum: MAX_SEED},
             stop: {type: "array", minItems: 1, ...(limits === undefined ? {} : {maxItems: limits.maxStopSequences}),
                 items: {type: "string", minLength: 1, maxLength: MAX_STOP_LENGTH}},
-            jsonSchema: {type: "object", description: "Constrain the answer to this JSON Schema; the reply carries the parsed json."},
+            jsonSchema: {type: "object", description: `Constrain the answer to this JSON Schema; the reply carries the parsed json. At most ${JSON_SCHEMA_LIMITS.maxDepth} levels deep, ${JSON_SCHEMA_LIMITS.maxNodes} values and ${JSON_SCHEMA_LIMITS.maxBytes} bytes.`},
             thinking: {
                 oneOf: [
                     {type: "boolean"},
@@ -319,7 +329,7 @@ export function requestJsonSchema(limits?: Pick<ProtocolLimits, "maxTokensCap" |
             timeoutMs: {type: "integer", minimum: 1, ...(limits === undefined ? {} : {maximum: limits.maxTimeoutMs, default: limits.defaultTimeoutMs}),
                 description: "Deadline for queue + generation; the MQTT message expiry shortens it."},
             replyTo: {type: "string", minLength: 1, pattern: "^[^$+#\\u0000][^+#\\u0000]*$",
-                description: "Reply topic when the MQTT v5 Response Topic is absent; no wildcards, no empty levels."}
+                description: "Reply topic when the MQTT v5 Response Topic is absent; no wildcards, no empty levels, no control characters or Unicode noncharacters, and not a topic the device's reply policy forbids (any qwen-edge device's status, info, health, request and cancel topics, another device's response topic, Home Assistant's, a route's input, outside mqtt.replyTopics)."}
         },
         oneOf: [{required: ["prompt"], not: {required: ["messages"]}}, {required: ["messages"], not: {required: ["prompt"]}}],
         additionalProperties: false

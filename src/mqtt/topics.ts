@@ -33,11 +33,19 @@ const FALLBACK_DEVICE_ID = "qwen-edge";
 const DEVICE_ID_PATTERN = /^[a-z0-9_-]{1,64}$/;
 /** A share name must not contain "/", "+" or "#"; a plain alphabet keeps it printable too. */
 const FLEET_GROUP_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-// MQTT forbids U+0000 and says topics SHOULD NOT carry the C0/C1 control characters.
+// MQTT forbids U+0000 and says topics SHOULD NOT carry the C0/C1 control characters; Mosquitto 2.0
+// disconnects a publisher that sends one (tab included).
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHAR = /[\u0001-\u001f\u007f-\u009f]/;
 // A lone surrogate cannot be encoded as UTF-8; the broker would see U+FFFD instead.
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/**
+ * Unicode noncharacters: U+FDD0..U+FDEF and the last two code points of every plane. Mosquitto 2.0
+ * takes a topic holding one as a malformed packet and disconnects the publisher (measured:
+ * test/integration/broker-topics.test.ts), so one such reply topic would cut the daemon off.
+ */
+const NONCHARACTER = new RegExp(`[\\uFDD0-\\uFDEF${Array.from({length: 17}, (_, plane) =>
+    `\\u{${(plane * 0x10000 + 0xfffe).toString(16)}}\\u{${(plane * 0x10000 + 0xffff).toString(16)}}`).join("")}]`, "u");
 
 export function topicLayout(base: string, device: string, fleetGroup: string): TopicLayout {
     const baseProblem = validatePublishTopic(base);
@@ -97,6 +105,8 @@ function basicProblem(topic: string): string | null {
         return "contains a control character";
     if (LONE_SURROGATE.test(topic))
         return "contains an unpaired UTF-16 surrogate";
+    if (NONCHARACTER.test(topic))
+        return "contains a Unicode noncharacter (U+FDD0 to U+FDEF, or U+FFFE or U+FFFF of a plane), which brokers refuse";
     return null;
 }
 

@@ -2,6 +2,8 @@
  * Prompt routes as configured (`routes:` in the YAML file) and as compiled: validated, templates
  * parsed, filters compiled, loops refused. Every problem names `routes[i].field`. Pure: no I/O.
  */
+import {jsonSchemaLimitProblem} from "../mqtt/bounded-json.js";
+import {replyPolicy, replyPolicyRefusals, routeInputRules, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {isPlainObject, type ThinkingSetting} from "../mqtt/request-fields.js";
 import {topicMatches, validatePublishTopic, validateTopicFilter} from "../mqtt/topics.js";
 import {parsePath, parseTemplate, templateMayMatch, valueAt, type Template, type TemplateScope} from "./template.js";
@@ -34,6 +36,8 @@ export interface RouteConfig {
     filter?: FilterConfig | FilterConfig[];
     /** at most one request per source topic per this many ms; default 0 (no limit) */
     minIntervalMs?: number;
+    /** at most this many requests per rolling minute for the whole route; 0: no limit; default 30 */
+    maxPerMinute?: number;
     prompt: string;
     system?: string;
     maxTokens?: number;
@@ -48,6 +52,8 @@ export interface RouteConfig {
         retain?: boolean;
         /** default 1 */
         qos?: 0 | 1 | 2;
+        /** with retain: distinct reply topics the route may leave a retained answer on; default 32 */
+        maxRetainedTopics?: number;
     };
 }
 
@@ -68,18 +74,24 @@ export interface Route {
     onInvalid: "drop" | "reply-error";
     filter: Condition[];
     minIntervalMs: number;
+    maxPerMinute: number;
     prompt: Template;
     system: Template | null;
     maxTokens?: number;
     timeoutMs?: number;
     jsonSchema?: Record<string, unknown>;
     thinking?: ThinkingSetting;
-    reply: {topic: Template; format: "text" | "json"; retain: boolean; qos: 0 | 1 | 2};
+    reply: {topic: Template; format: "text" | "json"; retain: boolean; qos: 0 | 1 | 2; maxRetainedTopics: number};
 }
 
-const ROUTE_KEYS = ["name", "topic", "payload", "onInvalid", "filter", "minIntervalMs", "prompt", "system", "maxTokens",
+const ROUTE_KEYS = ["name", "topic", "payload", "onInvalid", "filter", "minIntervalMs", "maxPerMinute", "prompt", "system", "maxTokens",
     "timeoutMs", "jsonSchema", "thinking", "reply"];
-const REPLY_KEYS = ["topic", "format", "retain", "qos"];
+const REPLY_KEYS = ["topic", "format", "retain", "qos", "maxRetainedTopics"];
+/** A route as a whole: enough for a few dozen sensors, too few to bury the queue and the native requests. */
+export const DEFAULT_MAX_PER_MINUTE = 30;
+/** Retained answers outlive the daemon on the broker: a route may not create them without end. */
+export const DEFAULT_MAX_RETAINED_TOPICS = 32;
+const MAX_RETAINED_TOPICS_CAP = 10_000;
 const FILTER_KEYS = ["path", "equals", "in", "matches", "above", "below"];
 const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_REGEX_LENGTH = 500;
@@ -123,10 +135,10 @@ function oneOf<T extends string>(value: unknown, allowed: readonly T[], fallback
     return value as T;
 }
 
-function integer(value: unknown, min: number, at: string): number | undefined {
+function integer(value: unknown, min: number, at: string, max = Number.MAX_SAFE_INTEGER): number | undefined {
     if (value === undefined) return undefined;
-    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min)
-        throw new Problem(`${at} must be an integer of at least ${min} (got ${describe(value)})`);
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max)
+        throw new Problem(`${at} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`} (got ${describe(value)})`);
     return value;
 }
 
@@ -225,13 +237,21 @@ function compileRoute(raw: unknown, at: string): Route {
     const filter = rawFilter.map((c, i) => compileCondition(c, json, Array.isArray(raw.filter) ? `${at}.filter[${i}]` : `${at}.filter`));
     if (raw.jsonSchema !== undefined && !isPlainObject(raw.jsonSchema))
         throw new Problem(`${at}.jsonSchema must be a JSON Schema mapping (got ${describe(raw.jsonSchema)})`);
+    // The same bounds as a request's jsonSchema: every routed request is checked against them anyway.
+    const schemaProblem = raw.jsonSchema === undefined ? null : jsonSchemaLimitProblem(raw.jsonSchema);
+    if (schemaProblem !== null) throw new Problem(`${at}.jsonSchema ${schemaProblem}`);
+    const retain = raw.reply.retain === true;
+    const maxRetainedTopics = integer(raw.reply.maxRetainedTopics, 1, `${at}.reply.maxRetainedTopics`, MAX_RETAINED_TOPICS_CAP);
+    if (maxRetainedTopics !== undefined && !retain)
+        throw new Problem(`${at}.reply.maxRetainedTopics applies only to retained replies: set reply.retain: true, or leave it out`);
 
     const route: Route = {
         name: raw.name, topic: raw.topic, wildcards, payload, onInvalid, filter,
         minIntervalMs: integer(raw.minIntervalMs, 0, `${at}.minIntervalMs`) ?? 0,
+        maxPerMinute: integer(raw.maxPerMinute, 0, `${at}.maxPerMinute`) ?? DEFAULT_MAX_PER_MINUTE,
         prompt: template(raw.prompt, textScope, `${at}.prompt`, true) as Template,
         system: template(raw.system, textScope, `${at}.system`, false),
-        reply: {topic: replyTopic, format, retain: raw.reply.retain === true, qos}
+        reply: {topic: replyTopic, format, retain, qos, maxRetainedTopics: maxRetainedTopics ?? DEFAULT_MAX_RETAINED_TOPICS}
     };
     const maxTokens = integer(raw.maxTokens, 1, `${at}.maxTokens`);
     const timeoutMs = integer(raw.timeoutMs, 1, `${at}.timeoutMs`);
@@ -245,9 +265,17 @@ function compileRoute(raw: unknown, at: string): Route {
 
 const label = (i: number, r: Route): string => `routes[${i}] (${r.name})`;
 
+/** Every policy refusal of a route's reply template, as configuration problems (one line each). */
+function replyTemplateProblems(i: number, route: Route, policy: ReplyPolicy): string[] {
+    const literal = route.reply.topic.parts.every((p) => typeof p === "string") ? route.reply.topic.source : null;
+    return replyPolicyRefusals(policy, (filter) => templateMayMatch(route.reply.topic, filter), literal !== null && literal === policy.response)
+        .map((r) => `${label(i, route)}.reply.topic ${JSON.stringify(route.reply.topic.source)} ${r.configReason}`);
+}
+
 /**
  * Compiles the `routes` list: the routes, and every problem found (one line each, naming
- * `routes[i].field`). Loops between routes are problems: no reply topic may match any route's filter.
+ * `routes[i].field`). Loops between routes are problems: no reply topic may match any route's
+ * filter (the reply policy's route rules, as applied to requests at intake).
  */
 export function compileRoutes(value: unknown): {routes: Route[]; problems: string[]} {
     if (!Array.isArray(value)) return {routes: [], problems: [`routes must be a list of routes (got ${describe(value)})`]};
@@ -267,19 +295,17 @@ export function compileRoutes(value: unknown): {routes: Route[]; problems: strin
         if (first !== undefined) problems.push(`routes[${i}].name ${JSON.stringify(route.name)} is already the name of routes[${first}]`);
         else seen.set(route.name, i);
     }
-    for (const {i, route} of routes) {
-        for (const {i: j, route: other} of routes) {
-            if (templateMayMatch(route.reply.topic, other.topic)) {
-                problems.push(`${label(i, route)}.reply.topic ${JSON.stringify(route.reply.topic.source)} could match ` +
-                    `${label(j, other)}.topic ${JSON.stringify(other.topic)}: its answers would come back as new messages (a loop); ` +
-                    "give the reply a topic outside every route's filter");
-            }
-        }
-    }
+    // Rules labelled by each route's own index in the list, so both sides of a loop are named.
+    const loops: ReplyPolicy = {response: null, allow: [], rules: routeInputRules(routes.map(({i, route}) => ({name: route.name, topic: route.topic, index: i})))};
+    for (const {i, route} of routes) problems.push(...replyTemplateProblems(i, route, loops));
     return {routes: routes.map((r) => r.route), problems};
 }
 
 export interface DeviceTopics {
+    /** `mqtt.baseTopic` */
+    base: string;
+    /** the default response topic (a route may answer there) */
+    response: string;
     request: string;
     cancel: string;
     status: string;
@@ -289,26 +315,32 @@ export interface DeviceTopics {
     fleetRequest: string | null;
 }
 
+/** What the reply policy needs beyond the topic layout. */
+export interface ReplySettings {
+    /** `telemetry.discoveryPrefix` */
+    discoveryPrefix: string;
+    /** `mqtt.replyTopics` */
+    allow: readonly string[];
+}
+
 /**
  * Problems that need this device's configuration: a route that would take the daemon's own request
- * or cancel topics, a reply topic that could land on one of the daemon's own topics, and route
- * limits above the configured caps.
+ * or cancel topics, a reply template the reply policy refuses (as it refuses a request's reply
+ * topic: replyPolicy), and route limits above the configured caps.
  */
 export function deviceRouteProblems(routes: readonly Route[], own: DeviceTopics,
-    caps: {maxTokensCap: number; maxTimeoutMs: number}): string[] {
+    caps: {maxTokensCap: number; maxTimeoutMs: number}, reply: ReplySettings = {discoveryPrefix: "homeassistant", allow: []}): string[] {
     const problems: string[] = [];
     const fleet = own.fleetRequest?.replace(/^\$share\/[^/]+\//, "") ?? null;
     const intake: Array<[string, string]> = [["request", own.request], ["cancel", own.cancel], ...(fleet ? [["fleet request", fleet] as [string, string]] : [])];
-    const outputs: Array<[string, string]> = [["status", own.status], ["info", own.info], ["health", own.health]];
+    // Route loops are compileRoutes' problems already; here the device's rules and the allow-list.
+    const policy = replyPolicy({base: own.base, response: own.response, discoveryPrefix: reply.discoveryPrefix, routes: [], allow: reply.allow});
     routes.forEach((route, i) => {
         for (const [what, topic] of intake) {
             if (topicMatches(route.topic, topic))
                 problems.push(`${label(i, route)}.topic ${JSON.stringify(route.topic)} matches the daemon's own ${what} topic ${JSON.stringify(topic)}; narrow the filter`);
         }
-        for (const [what, topic] of [...intake, ...outputs]) {
-            if (templateMayMatch(route.reply.topic, topic))
-                problems.push(`${label(i, route)}.reply.topic ${JSON.stringify(route.reply.topic.source)} could be the daemon's own ${what} topic ${JSON.stringify(topic)}`);
-        }
+        problems.push(...replyTemplateProblems(i, route, policy));
         if (route.maxTokens !== undefined && route.maxTokens > caps.maxTokensCap)
             problems.push(`routes[${i}].maxTokens (${route.maxTokens}) must not exceed inference.maxTokensCap (${caps.maxTokensCap})`);
         if (route.timeoutMs !== undefined && route.timeoutMs > caps.maxTimeoutMs)

@@ -2,14 +2,18 @@
  * The router: which route filters to subscribe, and for a message on one of them, the request the
  * daemon journals and queues like a native one (same field validation and limits, `source`
  * "route:NAME", a reply target carrying the route's topic, QoS, retain and format). Also the
- * per-source rate limit and the per-route counters for telemetry. No I/O besides logging.
+ * rate limits and retained-topic cap (limits.ts) and the per-route counters for telemetry. No I/O
+ * besides logging. Intake is total: no payload can make it throw.
  */
 import {randomBytes} from "node:crypto";
-import {RequestError} from "../errors.js";
+import {describeError, RequestError} from "../errors.js";
 import type {Logger} from "../log.js";
+import {MAX_JSON_DEPTH, parseBoundedJson} from "../mqtt/bounded-json.js";
 import type {InferenceRequest, OkReply, ParseResult, ProtocolLimits, ReplyTarget} from "../mqtt/protocol.js";
+import {replyTopicProblem, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {readRequestFields} from "../mqtt/request-fields.js";
 import {topicMatches} from "../mqtt/topics.js";
+import {RouteLimiter} from "./limits.js";
 import {filterRefusal, type Route} from "./route.js";
 import {renderText, renderTopic, wildcardSegments, type TemplateValues} from "./template.js";
 
@@ -41,7 +45,11 @@ export interface RouteCounters {
     filtered: number;
     /** dropped because the same source topic had a request less than minIntervalMs ago */
     rateLimited: number;
-    /** payloads the route could not read (encoding, JSON, absent field, bad topic value, limits) */
+    /** dropped because the route as a whole had maxPerMinute requests in the last minute */
+    routeLimited: number;
+    /** dropped because a retained answer would open a topic beyond reply.maxRetainedTopics */
+    retainedCapped: number;
+    /** payloads the route could not read (encoding, JSON, absent field, bad or refused reply topic, limits) */
     invalid: number;
     /** retained messages the broker sent on subscribing: old values, not answered */
     retainedSkipped: number;
@@ -54,15 +62,15 @@ export interface RouteCounters {
 }
 
 const utf8 = new TextDecoder("utf-8", {fatal: true});
-/** Source topics remembered per route for the rate limit; the oldest go first beyond this. */
-const MAX_TRACKED_TOPICS = 10_000;
 
-function parseJson(text: string): {ok: true; value: unknown} | {ok: false} {
-    try {
-        return {ok: true, value: JSON.parse(text) as unknown};
-    } catch {
-        return {ok: false};
-    }
+/** What a route needs to know beyond the message. */
+export interface RouteEnv {
+    device: string;
+    limits: ProtocolLimits;
+    /** the reply policy a rendered reply topic must pass (as a request's must); absent: only the broker's rules */
+    policy?: ReplyPolicy | null;
+    /** the broker's Maximum Packet Size from its CONNACK, when it announced one */
+    maximumPacketSize?: number | undefined;
 }
 
 function replyTarget(route: Route, topic: string): ReplyTarget {
@@ -73,15 +81,19 @@ function replyTarget(route: Route, topic: string): ReplyTarget {
  * One message through one route whose topic it matched: decode, filter, render, validate. Pure
  * but for the id's randomness; the rate limit is the Router's.
  */
-export function evaluateRoute(route: Route, msg: RoutedMessage, env: {device: string; limits: ProtocolLimits}): RouteEvaluation {
+export function evaluateRoute(route: Route, msg: RoutedMessage, env: RouteEnv): RouteEvaluation {
     const values: TemplateValues = {
         payload: "", json: undefined, topic: msg.topic, segments: wildcardSegments(route.topic, msg.topic) ?? [],
         time: new Date(msg.receivedAt).toISOString(), device: env.device
     };
+    const replyProblem = (topic: string): string | null =>
+        replyTopicProblem(topic, env.policy ?? null, {maximumPacketSize: env.maximumPacketSize});
     const invalid = (error: RequestError, stage: "payload" | "render" = "payload"): RouteEvaluation => {
         let reply: ReplyTarget | null = null;
         try {
-            reply = replyTarget(route, renderTopic(route.reply.topic, values, "reply.topic"));
+            const topic = renderTopic(route.reply.topic, values, "reply.topic");
+            // An error reply goes only where an answer could: never to a topic the policy or broker refuses.
+            reply = replyProblem(topic) === null ? replyTarget(route, topic) : null;
         } catch {
             reply = null;
         }
@@ -97,7 +109,12 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: {device: st
         return invalid(new RequestError("invalid_encoding", "payload is not valid UTF-8 text"));
     }
     if (route.payload === "json") {
-        const parsed = parseJson(values.payload);
+        const maxDepth = env.limits.maxJsonDepth ?? MAX_JSON_DEPTH;
+        const parsed = parseBoundedJson(values.payload, maxDepth);
+        if (!parsed.ok && parsed.problem === "too_deep") {
+            return invalid(new RequestError("invalid_request", `route ${route.name}: the JSON payload is nested more than ${maxDepth} levels deep; the limit is ${maxDepth}`,
+                {maxJsonDepth: maxDepth}));
+        }
         if (!parsed.ok) return invalid(new RequestError("invalid_json", `route ${route.name} reads JSON payloads, and this one is not valid JSON`));
         values.json = parsed.value;
     }
@@ -105,6 +122,10 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: {device: st
     if (refusal !== null) return {outcome: "filtered", reason: refusal};
     try {
         const topic = renderTopic(route.reply.topic, values, "reply.topic");
+        const topicProblem = replyProblem(topic);
+        if (topicProblem !== null)
+            return {outcome: "invalid", stage: "render", reply: null, error: new RequestError("invalid_request",
+                `reply.topic: the topic built from the message ${topicProblem}`, {field: "reply.topic"})};
         const body: Record<string, unknown> = {prompt: renderText(route.prompt, values, "prompt"), maxTokens: route.maxTokens,
             timeoutMs: route.timeoutMs, jsonSchema: route.jsonSchema, thinking: route.thinking};
         if (route.system !== null) body.system = renderText(route.system, values, "system");
@@ -137,13 +158,18 @@ export interface RouterDeps {
     routes: readonly Route[];
     device: string;
     limits: ProtocolLimits;
+    /** the reply policy every rendered reply topic must pass (replyPolicy()); absent: only the broker's rules */
+    replyPolicy?: ReplyPolicy | null;
+    /** the broker's Maximum Packet Size from the current connection's CONNACK, if it announced one */
+    maximumPacketSize?: () => number | undefined;
 }
+
+export type RouteIntake = {source: `route:${string}`; parsed: ParseResult} | "dropped" | null;
 
 export class Router {
     private readonly deps: RouterDeps;
     private readonly counters = new Map<string, RouteCounters>();
-    /** route name -> source topic -> when its last request was routed (oldest first) */
-    private readonly lastRouted = new Map<string, Map<string, number>>();
+    private readonly limiters = new Map<string, RouteLimiter>();
 
     public constructor(deps: RouterDeps) {
         this.deps = deps;
@@ -156,46 +182,23 @@ export class Router {
 
     /**
      * A message from the broker. null: no route's topic matches (not a route message). "dropped":
-     * a route took it and nothing more is to be done (filtered, rate limited, retained, or invalid
-     * with onInvalid "drop"). Otherwise what to journal and queue, or the error to answer, exactly
-     * as for a native request. Routes are tried in order; the first whose topic matches and whose
-     * filter passes takes the message.
+     * a route took it and nothing more is to be done (filtered, rate limited, retained, capped, or
+     * invalid with onInvalid "drop"). Otherwise what to journal and queue, or the error to answer,
+     * exactly as for a native request. Routes are tried in order; the first whose topic matches and
+     * whose filter passes takes the message. Never throws: anything unexpected is logged, counted
+     * as invalid and dropped, so the message is still acknowledged.
      */
-    public intake(msg: RoutedMessage): {source: `route:${string}`; parsed: ParseResult} | "dropped" | null {
-        const candidates = this.deps.routes.filter((r) => topicMatches(r.topic, msg.topic));
-        const first = candidates[0];
-        if (first === undefined) return null;
-        const {log} = this.deps;
-        if (msg.retain === true) {
-            this.count(first.name).retainedSkipped++;
-            log.debug("route message skipped: retained (an old value sent on subscribe)", {route: first.name, topic: msg.topic, bytes: msg.payload.length});
-            return "dropped";
+    public intake(msg: RoutedMessage): RouteIntake {
+        let route: Route | undefined;
+        try {
+            return this.route(msg, (r) => { route = r; });
+        } catch (err) {
+            const name = route?.name ?? null;
+            if (name !== null) this.count(name).invalid++;
+            this.deps.log.error("route message dropped: intake failed", {route: name, topic: msg.topic, bytes: msg.payload.length,
+                error: describeError(err).message});
+            return name === null ? null : "dropped";
         }
-        for (const route of candidates) {
-            const counters = this.count(route.name);
-            counters.received++;
-            const evaluation = evaluateRoute(route, msg, {device: this.deps.device, limits: this.deps.limits});
-            if (evaluation.outcome === "filtered") {
-                counters.filtered++;
-                log.debug("route message filtered", {route: route.name, topic: msg.topic, bytes: msg.payload.length, reason: evaluation.reason});
-                continue;
-            }
-            if (evaluation.outcome === "invalid") {
-                counters.invalid++;
-                const answer = route.onInvalid === "reply-error" && evaluation.reply !== null;
-                log.warn("route message invalid", {route: route.name, topic: msg.topic, bytes: msg.payload.length, code: evaluation.error.code,
-                    problem: evaluation.error.message, action: answer ? "error reply" : "dropped"});
-                if (!answer || evaluation.reply === null) return "dropped";
-                return {source: `route:${route.name}`, parsed: {ok: false, error: evaluation.error, id: null, reply: evaluation.reply}};
-            }
-            if (!this.takeSlot(route, msg.topic, msg.receivedAt)) {
-                counters.rateLimited++;
-                log.info("route message dropped: rate limited", {route: route.name, topic: msg.topic, minIntervalMs: route.minIntervalMs});
-                return "dropped";
-            }
-            return {source: `route:${route.name}`, parsed: {ok: true, request: evaluation.request}};
-        }
-        return "dropped";
     }
 
     /** What became of a routed request (the daemon reports it); ignored for native requests. */
@@ -212,32 +215,66 @@ export class Router {
         return out;
     }
 
+    private route(msg: RoutedMessage, looking: (route: Route) => void): RouteIntake {
+        const candidates = this.deps.routes.filter((r) => topicMatches(r.topic, msg.topic));
+        const first = candidates[0];
+        if (first === undefined) return null;
+        const {log} = this.deps;
+        if (msg.retain === true) {
+            this.count(first.name).retainedSkipped++;
+            log.debug("route message skipped: retained (an old value sent on subscribe)", {route: first.name, topic: msg.topic, bytes: msg.payload.length});
+            return "dropped";
+        }
+        const env: RouteEnv = {device: this.deps.device, limits: this.deps.limits, policy: this.deps.replyPolicy ?? null,
+            maximumPacketSize: this.deps.maximumPacketSize?.()};
+        for (const route of candidates) {
+            looking(route);
+            const counters = this.count(route.name);
+            counters.received++;
+            const evaluation = evaluateRoute(route, msg, env);
+            if (evaluation.outcome === "filtered") {
+                counters.filtered++;
+                log.debug("route message filtered", {route: route.name, topic: msg.topic, bytes: msg.payload.length, reason: evaluation.reason});
+                continue;
+            }
+            if (evaluation.outcome === "invalid") {
+                counters.invalid++;
+                const answer = route.onInvalid === "reply-error" && evaluation.reply !== null;
+                log.warn("route message invalid", {route: route.name, topic: msg.topic, bytes: msg.payload.length, code: evaluation.error.code,
+                    problem: evaluation.error.message, action: answer ? "error reply" : "dropped"});
+                if (!answer || evaluation.reply === null) return "dropped";
+                return {source: `route:${route.name}`, parsed: {ok: false, error: evaluation.error, id: null, reply: evaluation.reply}};
+            }
+            const refused = this.limiter(route).admit(msg.topic, evaluation.request.reply.topic, msg.receivedAt);
+            if (refused !== null) {
+                const field = {source: "rateLimited", route: "routeLimited", retained: "retainedCapped"} as const;
+                counters[field[refused.limit]]++;
+                // A flood is what these limits are for: one line each at info, the retained cap (a setting to raise) at warn.
+                log[refused.limit === "retained" ? "warn" : "info"](`route message dropped: ${refused.limit === "retained" ? "retained topic cap" : "rate limited"}`,
+                    {route: route.name, topic: msg.topic, limit: refused.limit, reason: refused.reason});
+                return "dropped";
+            }
+            return {source: `route:${route.name}`, parsed: {ok: true, request: evaluation.request}};
+        }
+        return "dropped";
+    }
+
+    private limiter(route: Route): RouteLimiter {
+        let limiter = this.limiters.get(route.name);
+        if (limiter === undefined) {
+            limiter = new RouteLimiter({minIntervalMs: route.minIntervalMs, maxPerMinute: route.maxPerMinute, retain: route.reply.retain,
+                maxRetainedTopics: route.reply.maxRetainedTopics});
+            this.limiters.set(route.name, limiter);
+        }
+        return limiter;
+    }
+
     private count(name: string): RouteCounters {
         let c = this.counters.get(name);
         if (c === undefined) {
-            c = {received: 0, filtered: 0, rateLimited: 0, invalid: 0, retainedSkipped: 0, accepted: 0, answered: 0, failed: 0};
+            c = {received: 0, filtered: 0, rateLimited: 0, routeLimited: 0, retainedCapped: 0, invalid: 0, retainedSkipped: 0, accepted: 0, answered: 0, failed: 0};
             this.counters.set(name, c);
         }
         return c;
-    }
-
-    /** True (and the slot taken) when `topic` may have a request now. */
-    private takeSlot(route: Route, topic: string, now: number): boolean {
-        if (route.minIntervalMs <= 0) return true;
-        let seen = this.lastRouted.get(route.name);
-        if (seen === undefined) {
-            seen = new Map();
-            this.lastRouted.set(route.name, seen);
-        }
-        const last = seen.get(topic);
-        if (last !== undefined && now >= last && now - last < route.minIntervalMs) return false;
-        // Re-insert so the map stays ordered oldest first, then forget topics whose interval has passed.
-        seen.delete(topic);
-        seen.set(topic, now);
-        for (const [t, at] of seen) {
-            if (now - at < route.minIntervalMs && seen.size <= MAX_TRACKED_TOPICS) break;
-            seen.delete(t);
-        }
-        return true;
     }
 }

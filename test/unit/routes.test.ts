@@ -241,7 +241,7 @@ void describe("loop prevention", () => {
         const problems = deviceRouteProblems(routes, topicLayout("qwen-edge", "pi", "fleet"), {maxTokensCap: 512, maxTimeoutMs: 1000});
         assert.ok(problems.some((p) => /routes\[0\] \(r0\)\.topic "qwen-edge\/\+\/request" matches the daemon's own request topic "qwen-edge\/pi\/request"/.test(p)));
         assert.ok(problems.some((p) => /routes\[0\] \(r0\)\.topic .* matches the daemon's own fleet request topic "qwen-edge\/fleet\/request"/.test(p)));
-        assert.ok(problems.some((p) => /routes\[1\] \(r1\)\.reply\.topic .* could be the daemon's own status topic/.test(p)));
+        assert.ok(problems.some((p) => /routes\[1\] \(r1\)\.reply\.topic .* could match the status topic of a qwen-edge device "qwen-edge\/\+\/status"/.test(p)));
         assert.ok(problems.some((p) => /routes\[2\]\.maxTokens \(9999\) must not exceed inference\.maxTokensCap \(512\)/.test(p)));
     });
     void it("refuses them at config load with every problem on its own line", () => {
@@ -357,7 +357,8 @@ void describe("the router", () => {
         router.note(reply, "answered");
         router.note(reply, "failed", {id: "x", code: "timeout"});
         router.note({topic: "t", via: "default"}, "failed");
-        assert.deepEqual(router.stats().sensor, {received: 0, filtered: 0, rateLimited: 0, invalid: 0, retainedSkipped: 0, accepted: 1, answered: 1, failed: 1});
+        assert.deepEqual(router.stats().sensor, {received: 0, filtered: 0, rateLimited: 0, routeLimited: 0, retainedCapped: 0, invalid: 0, retainedSkipped: 0,
+            accepted: 1, answered: 1, failed: 1});
     });
 
     void it("passes routed requests through the native field limits", () => {
