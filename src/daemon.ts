@@ -202,7 +202,7 @@ export class Daemon {
         // Files only (mqtt.passwordFile or the systemd credential), never argv or the environment.
         const secrets = readBrokerSecrets(m);
         for (const warning of secrets.warnings) this.deps.log.warn("mqtt credentials", {problem: warning});
-        this.deps.log.info("mqtt credentials", {username: m.username !== "", password: secrets.passwordSource,
+        this.deps.log.debug("mqtt credentials", {username: m.username !== "", password: secrets.passwordSource,
             tls: {ca: secrets.ca !== undefined, clientCert: secrets.cert !== undefined}});
         const subscriptions: LinkOptions["subscriptions"] = [
             {filter: this.layout.request, qos: 1},

@@ -33,6 +33,7 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
     const {config, log, engine} = deps;
     if (config.model.path !== "") {
         const name = basename(config.model.path).replace(/\.gguf$/i, "");
+        log.info("model chosen", {model: name, reason: `given by model.path (${config.model.path})`});
         deps.onPhase("loading", {phase: "loading", model: name});
         // Structure first (header and length, no hash): node-llama-cpp's loader given a corrupt header can
         // spin and grow without bound instead of failing (measured: flipped tensor dims, 390 MB after 11 s).
@@ -46,6 +47,7 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
     logPlan(log, plan);
     const order = fallbackOrder(plan);
     if (order.length === 0) throw new NoModelFitsError(plan.reason);
+    log.info("model chosen", {model: modelName(order[0]!.variant, order[0]!.quant), reason: plan.reason});
     const failures: string[] = [];
     for (const candidate of order) {
         const name = modelName(candidate.variant, candidate.quant);
@@ -58,14 +60,16 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
             deps.onPhase("loading", {phase: "loading", model: name});
             // Context creation past the budget throws instead of pushing the device into the OOM killer.
             await engine.load(provisioned.path, plan.budgetBytes);
-            const fallback = failures.length > 0 ? `running ${name} instead of ${modelName(order[0]!.variant, order[0]!.quant)}: ${failures.join("; ")}` : null;
+            const fallback = failures.length > 0 ? `running ${name} instead of ${failures.join("; ")}` : null;
             if (fallback) log.warn("model fallback", {model: name, reason: fallback});
             return {name, path: provisioned.path, plan, fallback};
         } catch (err) {
             const d = describeError(err);
             failures.push(`${name}: ${d.message}`);
-            log.error("model candidate failed", {model: name, ...d});
+            log.warn("model candidate failed", {model: name, ...d});
         }
     }
-    throw new ModelUnavailableError(failures.length === 1 ? failures[0]! : `no candidate could be provisioned and loaded: ${failures.join("; ")}`);
+    // The status and error replies carry one short line (shortReason): the count first, then the first failure.
+    throw new ModelUnavailableError(failures.length === 1 ? failures[0]!
+        : `${failures.length} candidates failed (each is in the log); the first, ${failures[0]!}`);
 }

@@ -88,12 +88,12 @@ export async function provisionCandidate(config: QwenEdgeConfig, candidate: Pick
     return {...provisioned, name: modelName(candidate.variant, candidate.quant)};
 }
 
-/** The plan as one log line per candidate: the decision must be explainable from the journal. */
+/** The plan as one debug line per candidate: the decision must be explainable from the journal. */
 export function logPlan(log: Logger, plan: ModelPlan): void {
-    log.info("model plan", {budgetBytes: plan.budgetBytes, budgetSource: plan.budgetSource, reserveBytes: plan.reserveBytes,
+    log.debug("model plan", {budgetBytes: plan.budgetBytes, budgetSource: plan.budgetSource, reserveBytes: plan.reserveBytes,
         choice: plan.choice ? modelName(plan.choice.variant, plan.choice.quant) : null, reason: plan.reason});
     for (const c of plan.candidates) {
-        log.info("model candidate", {model: modelName(c.variant, c.quant), requiredBytes: c.requiredBytes, fits: c.fits,
+        log.debug("model candidate", {model: modelName(c.variant, c.quant), requiredBytes: c.requiredBytes, fits: c.fits,
             eligible: c.eligible, source: c.source, reason: c.reason});
     }
 }
