@@ -8,6 +8,7 @@ import {ConfigError, describeError} from "../errors.js";
 import {createLogger, type LogFormat} from "../log.js";
 import {packageVersion} from "../version.js";
 import {isDownloaderStray} from "../models/downloader-quirks.js";
+import {checkConfiguredModelPath} from "../models/gguf-check.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 import {startupLines} from "./startup-lines.js";
@@ -16,6 +17,8 @@ export async function runCommand(args: string[]): Promise<number> {
     const {positional, config: configArgs} = splitArgs(args);
     if (positional.length > 0) throw new ConfigError(`run takes no positional arguments (got "${positional[0]}")`);
     const config = loadConfig({args: configArgs});
+    // Before anything starts: a wrong model.path exits 2, which the unit file does not restart.
+    if (config.model.path !== "") await checkConfiguredModelPath(config.model.path);
     const log = createLogger(config.log.level, process.stdout, config.log.format as LogFormat);
     // Default: every CPU available, up to the physical cores. With libuv's pool at one thread (the
     // launcher) that is the fastest measured at every model size >= 70 MB (docs/ENGINE-SPEED.md).

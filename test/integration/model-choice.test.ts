@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {createReadStream} from "node:fs";
-import {mkdir, stat} from "node:fs/promises";
+import {mkdir, stat, writeFile} from "node:fs/promises";
 import {createServer, type Server} from "node:http";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
@@ -96,19 +96,41 @@ describe("choosing and provisioning the model", () => {
     it("offline with no file: degraded with a reason naming the file, requests answered model_unavailable, no exit", async () => {
         const empty = join(work.path, "empty-models");
         const daemon = spawnDaemon({brokerUrl: broker.url, modelPath: "", deviceId: "choice-c", stateDir: join(work.path, "state-c"),
-            args: ["--model-dir", empty, "--model-download", "false", "--model-variant", "0.8b"]});
+            args: ["--model-dir", empty, "--model-download", "false", "--model-variant", "0.8b", "--log-level", "info"]});
         try {
             const degraded = await client.waitFor("choice-c degraded", (m) => m.topic === "qwen-edge/choice-c/status" && m.json?.state === "degraded");
-            assert.match(String(degraded.json?.reason), /Qwen3\.5-0\.8B-Q4_K_M\.gguf/);
-            assert.ok(String(degraded.json?.reason).includes(empty), "names the directory");
+            const reason = String(degraded.json?.reason);
+            assert.match(reason, /Qwen3\.5-0\.8B-Q4_K_M\.gguf/);
+            assert.ok(reason.includes(empty), "names the directory");
+            assert.ok(reason.length <= 300 && !reason.includes("\n"), `one line of at most 300 characters: ${reason.length}`);
             await client.subscribe("r/choice-c");
             await client.publish("qwen-edge/choice-c/request", JSON.stringify({id: "no-model", prompt: "hi", replyTo: "r/choice-c"}));
             const reply = await client.waitFor("model_unavailable reply", (m) => m.topic === "r/choice-c");
-            assert.equal((reply.json?.error as {code: string}).code, "model_unavailable");
+            const error = reply.json?.error as {code: string; message: string};
+            assert.equal(error.code, "model_unavailable");
+            assert.ok(error.message.length <= 300, `reply message of ${error.message.length} characters`);
             assert.equal(daemon.child.exitCode, null, "still running");
+            // An expected condition at info level: the error's text under `error`, no stack trace.
+            const failed = await daemon.waitForLog("model failed to load", (l) => l.message === "model failed to load; answering model_unavailable");
+            assert.match(String(failed.error), /no model file: place Qwen3\.5-0\.8B-Q4_K_M\.gguf in /);
+            assert.deepEqual(daemon.logs.filter((l) => "stack" in l), [], "no stack traces at info level");
+            assert.equal(daemon.stdout().includes("    at "), false);
         } finally {
             await daemon.kill();
         }
+    });
+
+    it("model.path that does not exist or is not a GGUF: exit 2 naming the path, before connecting", async () => {
+        const typo = join(work.path, "Qwen3.5-0.8B-Q4_K_N.gguf");
+        const missing = spawnDaemon({brokerUrl: broker.url, modelPath: typo, deviceId: "choice-f", stateDir: join(work.path, "state-f")});
+        assert.deepEqual(await missing.exited, {code: 2, signal: null});
+        assert.equal(missing.stderr(), `qwen-edge: configuration error:\n  model.path: ${typo} does not exist\n`);
+        assert.equal(missing.logs.some((l) => l.message === "mqtt connected"), false);
+        const page = join(work.path, "page.gguf");
+        await writeFile(page, "<!doctype html><title>Not Found</title>\n");
+        const notGguf = spawnDaemon({brokerUrl: broker.url, modelPath: page, deviceId: "choice-f", stateDir: join(work.path, "state-f")});
+        assert.deepEqual(await notGguf.exited, {code: 2, signal: null});
+        assert.match(notGguf.stderr(), new RegExp(`model\\.path: ${page.replace(/[.]/g, "\\.")} is not a GGUF file`));
     });
 
     it("downloads the chosen model from a Hugging Face endpoint with progress in the status", async () => {
