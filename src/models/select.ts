@@ -3,6 +3,7 @@
  * probe the device -> estimate every candidate (GGUF header: local file, else the remote header by
  * HTTP range, else the catalog) -> plan (pure) -> provision the choice (local file or download).
  */
+import {stat} from "node:fs/promises";
 import {join} from "node:path";
 import type {Llama} from "node-llama-cpp";
 import type {QwenEdgeConfig} from "../config.js";
@@ -46,21 +47,27 @@ export async function planForDevice(config: QwenEdgeConfig, options: PlanOptions
         remote: config.model.download, flashAttention: false,
         ...(options.llama ? {llama: options.llama} : {}), ...(options.signal ? {signal: options.signal} : {})
     });
+    const present: string[] = [];
+    for (const t of targets) if (await isFile(t.path)) present.push(modelName(t.variant, t.quant));
     const plan = planModel({
         memory: options.memoryBytes !== undefined ? {kind: "override", availableBytes: options.memoryBytes} : {kind: "probed", facts: facts.memory},
         ...(config.model.reserveBytes > 0 ? {reserveBytes: config.model.reserveBytes} : {}),
-        candidates, variant, quantPreference: quants
+        candidates, variant, quantPreference: quants, provisioning: {download: config.model.download, present}
     });
     return {plan, facts};
 }
 
-/** The candidates to try, best first: the choice, then every smaller one that fits (OOM fallback). */
+/**
+ * The candidates to try, best first: the choice, then every smaller one that fits (OOM fallback);
+ * with downloads off only the smaller ones whose file is there.
+ */
 export function fallbackOrder(plan: ModelPlan): PlannedCandidate[] {
     if (!plan.choice) return [];
     const choice = plan.choice;
     const first = plan.candidates.find((c) => c.variant === choice.variant && c.quant === choice.quant);
     const rest = plan.candidates
         .filter((c) => c !== first && c.fits && c.eligible && c.requiredBytes < (first?.requiredBytes ?? Infinity))
+        .filter((c) => plan.downloads !== false || c.present !== false)
         .sort((a, b) => b.requiredBytes - a.requiredBytes);
     return first ? [first, ...rest] : rest;
 }
@@ -103,4 +110,8 @@ export function parseVariantFlag(value: string): "auto" | ModelVariant {
     const v = value.toLowerCase();
     if (v === "auto" || isModelVariant(v)) return v;
     throw new Error(`--variant must be auto, ${MODEL_VARIANTS.join(", ")} (got "${value}")`);
+}
+
+async function isFile(path: string): Promise<boolean> {
+    return stat(path).then((s) => s.isFile(), () => false);
 }

@@ -9,6 +9,9 @@ import os from "node:os";
 import {basename, dirname} from "node:path";
 import type {IClientPublishOptions} from "mqtt";
 import type {QwenEdgeConfig} from "../config.js";
+import {shortReason} from "../errors.js";
+import {modelName} from "../models/catalog.js";
+import type {ModelPlan} from "../models/planner.js";
 import type {EngineStats} from "../inference/engine.js";
 import type {SchedulerStats} from "../inference/scheduler.js";
 import type {Logger} from "../log.js";
@@ -261,10 +264,11 @@ export class Telemetry {
     private buildInfo(): ReturnType<typeof buildInfo> {
         const {config: c, layout, limits} = this.deps;
         const engine = this.deps.engineStats();
+        const decision = this.deps.modelDecision?.() ?? null;
         return buildInfo({
             device: layout.device, versions: this.versions, facts: this.facts,
             model: {name: this.deps.modelName(), file: basename(this.deps.modelPath()), sizeBytes: this.modelSize(), state: this.deps.modelState(),
-                threads: this.deps.threads, decision: this.deps.modelDecision?.() ?? null},
+                threads: this.deps.threads, decision, reason: modelReason(decision, this.deps.modelPath(), this.deps.modelName())},
             limits: {maxQueue: c.inference.maxQueue, parallel: c.inference.parallel, contextSize: engine.contextSize,
                 maxPayloadBytes: limits.maxPayloadBytes, maxTokensCap: limits.maxTokensCap, defaultMaxTokens: limits.defaultMaxTokens,
                 maxTimeoutMs: limits.maxTimeoutMs, defaultTimeoutMs: limits.defaultTimeoutMs, maxStopSequences: limits.maxStopSequences,
@@ -288,6 +292,15 @@ export class Telemetry {
             processStartTimeSeconds: Math.round(Date.now() / 1000 - process.uptime())
         });
     }
+}
+
+/** Why this model, in one line: the planner's reason, or the configured path. */
+function modelReason(decision: unknown, modelPath: string, running: string): string | null {
+    const plan = decision as Pick<ModelPlan, "reason" | "choice"> | null;
+    if (typeof plan?.reason !== "string") return modelPath !== "" && decision === null ? "given by model.path" : null;
+    const planned = plan.choice ? modelName(plan.choice.variant, plan.choice.quant) : running;
+    return shortReason(planned === running || running === "" ? plan.reason
+        : `${running} runs instead of the planned ${planned} (the status says why); the plan: ${plan.reason}`);
 }
 
 /** What the telemetry reports when the probe failed: Node's own view of the machine. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {createReadStream} from "node:fs";
-import {mkdir, stat, writeFile} from "node:fs/promises";
+import {copyFile, mkdir, stat, writeFile} from "node:fs/promises";
 import {createServer, type Server} from "node:http";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
@@ -117,6 +117,35 @@ describe("choosing and provisioning the model", () => {
             assert.equal(daemon.stdout().includes("    at "), false);
         } finally {
             await daemon.kill();
+        }
+    });
+
+    it("offline with a smaller model placed by hand: online, the plan's reason in the info, first lines in words", async () => {
+        const placed = join(work.path, "placed-models");
+        await mkdir(placed);
+        await copyFile(join(modelsDir, fileFor("2B")), join(placed, fileFor("2B")));
+        const daemon = spawnDaemon({brokerUrl: broker.url, modelPath: "", deviceId: "choice-e", stateDir: join(work.path, "state-e"),
+            args: ["--model-dir", placed, "--model-download", "false", "--inference-context-size", "1024"]});
+        try {
+            const online = await client.waitFor("choice-e online", (m) => m.topic === "qwen-edge/choice-e/status" && m.json?.state === "online", 60_000);
+            assert.equal(online.json?.reason, undefined);
+            const info = await client.waitFor("choice-e info with the model ready", (m) => m.topic === "qwen-edge/choice-e/info"
+                && (m.json?.model as {state?: string} | undefined)?.state === "ready");
+            const model = info.json?.model as {name: string; reason: string; decision: {reason: string; downloads: boolean}};
+            assert.equal(model.name, "Qwen3.5-2B-Q4_K_M");
+            assert.match(model.reason, /^Qwen3\.5-2B-Q4_K_M is the largest present model that fits: .*; Qwen3\.5-9B-Q4_K_M would fit but downloads are off/);
+            assert.equal(model.decision.reason, model.reason);
+            assert.equal(model.decision.downloads, false);
+            const states = client.received.filter((m) => m.topic === "qwen-edge/choice-e/status").map((m) => m.json?.state);
+            assert.equal(states.includes("degraded"), false, `never degraded: ${states.join(", ")}`);
+            const [first, requests, status] = daemon.logs.filter((l) => l.level === "info");
+            assert.deepEqual([first?.message, first?.device], ["qwen-edge starting", "choice-e"]);
+            assert.equal(requests?.message, "device \"choice-e\": send requests to qwen-edge/choice-e/request, or to qwen-edge/fleet/request for any device of the fleet");
+            assert.match(String(status?.message), /^status is published \(retained\) on qwen-edge\/choice-e\/status/);
+            const chosen = await daemon.waitForLog("model chosen", (l) => l.message === "model chosen");
+            assert.deepEqual([chosen.model, chosen.reason], ["Qwen3.5-2B-Q4_K_M", model.reason]);
+        } finally {
+            assert.equal((await daemon.term()).code, 0);
         }
     });
 
