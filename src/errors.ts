@@ -4,19 +4,12 @@
  */
 
 /** Codes that may appear in an MQTT error reply (`{"status": "error", "error": {"code"}}`). */
-export type WireErrorCode =
-    | "invalid_json"
-    | "invalid_request"
-    | "invalid_encoding"
-    | "payload_too_large"
-    | "queue_full"
-    | "exceed_context_size"
-    | "model_unavailable"
-    | "cancelled"
-    | "timeout"
-    | "shutting_down"
-    | "paused"
-    | "internal";
+export const WIRE_ERROR_CODES = [
+    "invalid_json", "invalid_request", "invalid_encoding", "payload_too_large", "queue_full", "exceed_context_size",
+    "model_unavailable", "cancelled", "timeout", "shutting_down", "paused", "internal"
+] as const;
+
+export type WireErrorCode = typeof WIRE_ERROR_CODES[number];
 
 export class QwenEdgeError extends Error {
     public readonly code: string;

@@ -26,6 +26,7 @@ import {discoveryPayload, DiscoveryPublisher, homeAssistantStatusTopic} from "./
 import {InferenceStats, type GenerationRecord} from "./inference-stats.js";
 import {buildInfo, InfoPublisher, type InfoVersions} from "./info.js";
 import {MetricsServer, renderMetrics} from "./metrics.js";
+import {readProcessFigures} from "./process-figures.js";
 import type {StatusReporter} from "./status.js";
 import {ThermalGuard} from "./thermal.js";
 
@@ -88,7 +89,8 @@ export class Telemetry {
 
     public constructor(deps: TelemetryDeps) {
         this.deps = deps;
-        this.inference = new InferenceStats();
+        // Tokens per second over at least two health intervals, so every finished request shows in a snapshot.
+        this.inference = new InferenceStats({rateWindowMs: Math.max(60, 2 * this.intervalSeconds) * 1000});
     }
 
     public get intervalSeconds(): number {
@@ -283,13 +285,11 @@ export class Telemetry {
     private renderMetrics(): string {
         const s = this.deps.schedulerStats();
         const link = this.deps.link.stats();
-        const cpu = process.cpuUsage();
         return renderMetrics({
             device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.deps.modelName(),
             state: this.deps.status.status.state, inference: this.inference.figures(), queued: s.queued, running: s.running, paused: s.paused,
             parallel: this.deps.config.inference.parallel, mqtt: {connected: link.connected, reconnects: link.reconnects}, health: this.lastHealth,
-            processCpuSeconds: (cpu.user + cpu.system) / 1e6, processRssBytes: process.memoryUsage.rss(),
-            processStartTimeSeconds: Math.round(Date.now() / 1000 - process.uptime())
+            rates: this.inference.recentRates(), process: readProcessFigures()
         });
     }
 }

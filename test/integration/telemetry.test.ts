@@ -5,6 +5,7 @@
  * message), /metrics, and `qwen-edge status`.
  */
 import assert from "node:assert/strict";
+import {spawnSync} from "node:child_process";
 import {readFileSync} from "node:fs";
 import {after, before, describe, it} from "node:test";
 import {freePort, startBroker, type Broker} from "../support/broker.js";
@@ -18,6 +19,8 @@ import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
 const DEVICE = "tele-test";
 const BASE = `qwen-edge/${DEVICE}`;
 const DISCOVERY = `homeassistant/device/${DEVICE}/config`;
+/** promtool (Debian's prometheus package) checks the live /metrics where it is installed; .ci/run installs it. */
+const promtool = spawnSync("promtool", ["--version"]).status === 0;
 const VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {version: string}).version;
 
 void describe("telemetry over a real broker", () => {
@@ -131,15 +134,25 @@ void describe("telemetry over a real broker", () => {
         }
     });
 
-    void it("serves /metrics on 127.0.0.1 in the exposition format", async () => {
+    void it("serves /metrics on 127.0.0.1 in the exposition format, clean for promtool", async () => {
         const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, {signal: AbortSignal.timeout(5000)});
         assert.equal(res.status, 200);
-        const families = parseExposition(await res.text());
-        assert.ok((families.get("qwenedge:requests_completed_total")?.samples[0]?.value ?? 0) >= 1);
-        assert.ok((families.get("qwenedge:tokens_predicted_total")?.samples[0]?.value ?? 0) > 0);
-        assert.equal(families.get("qwenedge:status")?.samples.find((s) => s.labels.state === "online")?.value, 1);
-        assert.equal(families.get("qwenedge:mqtt_connected")?.samples[0]?.value, 1);
-        assert.ok(families.has("qwenedge:memory_available_bytes"));
+        const text = await res.text();
+        const families = parseExposition(text);
+        assert.ok((families.get("qwen_edge_requests_completed_total")?.samples[0]?.value ?? 0) >= 1);
+        assert.ok((families.get("qwen_edge_tokens_predicted_total")?.samples[0]?.value ?? 0) > 0);
+        assert.ok((families.get("qwen_edge_predicted_tokens_per_second")?.samples[0]?.value ?? 0) > 0, "a request finished within the window");
+        assert.equal(families.get("qwen_edge_status")?.samples.find((s) => s.labels.state === "online")?.value, 1);
+        assert.equal(families.get("qwen_edge_mqtt_connected")?.samples[0]?.value, 1);
+        assert.equal(families.get("qwen_edge_request_errors_total")?.samples.find((s) => s.labels.code === "queue_full")?.value, 0);
+        assert.ok(families.has("qwen_edge_memory_available_bytes"));
+        const fds = families.get("process_open_fds")?.samples[0]?.value ?? 0;
+        assert.ok(fds > 3 && fds < (families.get("process_max_fds")?.samples[0]?.value ?? 0), `open fds ${fds}`);
+        if (promtool) {
+            const check = spawnSync("promtool", ["check", "metrics"], {input: text, encoding: "utf8"});
+            assert.equal(`${check.stdout}${check.stderr}`, "", "promtool check metrics says nothing");
+            assert.equal(check.status, 0);
+        }
     });
 
     void it("`qwen-edge status` prints every device, or one, as JSON; exits 4 for an unknown device", async () => {
