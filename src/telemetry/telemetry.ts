@@ -18,9 +18,9 @@ import type {Logger} from "../log.js";
 import type {LinkStats} from "../mqtt/link.js";
 import {requestJsonSchema, type ProtocolLimits} from "../mqtt/protocol.js";
 import type {TopicLayout} from "../mqtt/topics.js";
-import {probeDevice, type DeviceFacts} from "../system/probe.js";
+import {probeDevice, readTemperatureC, type DeviceFacts} from "../system/probe.js";
 import {ThrottleReader} from "../system/throttle.js";
-import {nodeLlamaCppVersion, packageVersion} from "../version.js";
+import {nodeLlamaCppVersion, packageHomepage, packageVersion} from "../version.js";
 import {HealthMonitor, HostSampler, memoryBudget, type HealthMessage, type HostSample} from "./health.js";
 import {discoveryPayload, DiscoveryPublisher, homeAssistantStatusTopic} from "./homeassistant.js";
 import {InferenceStats, type GenerationRecord} from "./inference-stats.js";
@@ -131,11 +131,15 @@ export class Telemetry {
             onError: (err) => log.warn("info publish failed", {message: err.message})
         });
         if (t.homeAssistant) {
+            // A host without a readable thermal zone at start gets no Temperature entity at all.
+            const temperature = await readTemperatureC(root) !== null;
+            const supportUrl = packageHomepage();
             this.discovery = new DiscoveryPublisher({
                 topic: layout.discovery(t.discoveryPrefix), publish: publishRetained, connected: () => this.deps.link.connected,
                 payload: () => discoveryPayload({
                     device: layout.device, prefix: t.discoveryPrefix, topics: {status: layout.status, info: layout.info, health: layout.health},
-                    version: this.versions.qwenEdge, board: this.facts?.board.model ?? null, arch: process.arch, intervalSeconds: this.intervalSeconds
+                    version: this.versions.qwenEdge, model: this.facts?.board.model ?? this.facts?.cpu.model ?? null,
+                    manufacturer: this.facts?.board.vendor ?? null, temperature, supportUrl, intervalSeconds: this.intervalSeconds
                 }),
                 onError: (err) => log.warn("home assistant discovery publish failed", {message: err.message})
             });
@@ -309,6 +313,6 @@ function fallbackFacts(): DeviceFacts {
         memory: {totalBytes: os.totalmem(), availableBytes: os.freemem(), freeBytes: os.freemem(), swapTotalBytes: 0, swapFreeBytes: 0,
             cgroup: {version: null, limitBytes: null, usageBytes: null, inactiveFileBytes: null, headroomBytes: null}, constrainedBytes: null},
         cpu: {logical: os.cpus().length, available: os.availableParallelism(), quota: null, physicalCores: null, model: null},
-        board: {arch: process.arch, model: null, isRaspberryPi: false}
+        board: {arch: process.arch, model: null, vendor: null, isRaspberryPi: false}
     };
 }
