@@ -17,7 +17,7 @@ import type {SchedulerStats} from "../inference/scheduler.js";
 import type {Logger} from "../log.js";
 import type {LinkStats} from "../mqtt/link.js";
 import {requestJsonSchema, type ProtocolLimits} from "../mqtt/protocol.js";
-import type {TopicLayout} from "../mqtt/topics.js";
+import {topicLayout, type TopicLayout} from "../mqtt/topics.js";
 import {probeDevice, readTemperatureC, type DeviceFacts} from "../system/probe.js";
 import {ThrottleReader} from "../system/throttle.js";
 import {nodeLlamaCppVersion, packageHomepage, packageVersion} from "../version.js";
@@ -64,10 +64,15 @@ export interface TelemetryDeps {
     runVcgencmd?: () => Promise<string>;
 }
 
-/** Topics telemetry needs subscribed (Home Assistant's birth messages when discovery is on). */
+/** Topics telemetry needs subscribed: health refresh requests, and Home Assistant's birth messages when discovery is on. */
 export function telemetrySubscriptions(config: QwenEdgeConfig): Array<{filter: string; qos: 0 | 1}> {
-    return config.telemetry.homeAssistant ? [{filter: homeAssistantStatusTopic(config.telemetry.discoveryPrefix), qos: 1}] : [];
+    const layout = topicLayout(config.mqtt.baseTopic, config.device.id, config.mqtt.fleetGroup);
+    return [{filter: layout.healthRefresh, qos: 0}, {filter: layout.fleetHealthRefresh, qos: 0},
+        ...(config.telemetry.homeAssistant ? [{filter: homeAssistantStatusTopic(config.telemetry.discoveryPrefix), qos: 1 as const}] : [])];
 }
+
+/** On-demand health snapshots (`qwen-edge status`) at most this often, however many are asked for. */
+const REFRESH_MIN_INTERVAL_MS = 1000;
 
 export class Telemetry {
     public readonly inference: InferenceStats;
@@ -86,6 +91,7 @@ export class Telemetry {
     private versions: InfoVersions = {qwenEdge: "unknown", nodeLlamaCpp: "unknown", node: process.version};
     private requestSchema: object = {};
     private unsubscribeStatus: (() => void) | null = null;
+    private lastRefreshAt = 0;
 
     public constructor(deps: TelemetryDeps) {
         this.deps = deps;
@@ -177,7 +183,7 @@ export class Telemetry {
     /** True for messages telemetry consumes (Home Assistant's birth message); the daemon hands them over. */
     public handles(topic: string): boolean {
         const t = this.deps.config.telemetry;
-        return t.homeAssistant && topic === homeAssistantStatusTopic(t.discoveryPrefix);
+        return this.isRefresh(topic) || (t.homeAssistant && topic === homeAssistantStatusTopic(t.discoveryPrefix));
     }
 
     /**
@@ -187,8 +193,20 @@ export class Telemetry {
      */
     public async onMessage(topic: string, payload: Buffer): Promise<void> {
         if (!this.handles(topic)) return;
+        if (this.isRefresh(topic)) {
+            const now = Date.now();
+            if (now - this.lastRefreshAt < REFRESH_MIN_INTERVAL_MS) return;
+            this.lastRefreshAt = now;
+            this.deps.log.debug("health snapshot asked for", {topic});
+            this.monitor?.now();
+            return;
+        }
         this.deps.log.info("home assistant status", {payload: payload.toString("utf8").slice(0, 16)});
         void this.discovery?.onHomeAssistantStatus(payload);
+    }
+
+    private isRefresh(topic: string): boolean {
+        return topic === this.deps.layout.healthRefresh || topic === this.deps.layout.fleetHealthRefresh;
     }
 
     public recordGeneration(record: GenerationRecord): void {
