@@ -48,7 +48,7 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
     const order = fallbackOrder(plan);
     if (order.length === 0) throw new NoModelFitsError(plan.reason);
     log.info("model chosen", {model: modelName(order[0]!.variant, order[0]!.quant), reason: plan.reason});
-    const failures: string[] = [];
+    const failures: Array<{name: string; message: string}> = [];
     for (const candidate of order) {
         const name = modelName(candidate.variant, candidate.quant);
         try {
@@ -60,16 +60,16 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
             deps.onPhase("loading", {phase: "loading", model: name});
             // Context creation past the budget throws instead of pushing the device into the OOM killer.
             await engine.load(provisioned.path, plan.budgetBytes);
-            const fallback = failures.length > 0 ? `running ${name} instead of ${failures.join("; ")}` : null;
+            const fallback = failures.length > 0 ? `running ${name} instead of ${failures.map((f) => `${f.name}: ${f.message}`).join("; ")}` : null;
             if (fallback) log.warn("model fallback", {model: name, reason: fallback});
             return {name, path: provisioned.path, plan, fallback};
         } catch (err) {
             const d = describeError(err);
-            failures.push(`${name}: ${d.message}`);
+            failures.push({name, message: d.message});
             log.warn("model candidate failed", {model: name, ...d});
         }
     }
-    // The status and error replies carry one short line (shortReason): the count first, then the first failure.
-    throw new ModelUnavailableError(failures.length === 1 ? failures[0]!
-        : `${failures.length} candidates failed (each is in the log); the first, ${failures[0]!}`);
+    // The status and error replies carry this as one short line (shortReason): the count, then the first failure.
+    const first = failures[0]!;
+    throw new ModelUnavailableError(failures.length === 1 ? first.message : `${failures.length} candidates failed; the first: ${first.message}`);
 }
