@@ -203,7 +203,8 @@ export async function inspectGgufFile(path: string, expected: {sizeBytes?: numbe
     if (expected.sha256 !== undefined || options.hash === true) {
         sha256 = await sha256File(path, options.onHashBytes);
         if (expected.sha256 !== undefined && sha256 !== expected.sha256.toLowerCase())
-            throw new ModelFileError("sha256_mismatch", path, `sha256 mismatch: ${sha256}, expected ${expected.sha256}`);
+            // 12 hex digits tell the two apart and leave room in a one-line status for what to do about it
+            throw new ModelFileError("sha256_mismatch", path, `sha256 mismatch: ${sha256.slice(0, 12)}…, expected ${expected.sha256.toLowerCase().slice(0, 12)}…`);
     }
     return {bytes: st.size, mtimeMs: st.mtimeMs, version: layout.version, requiredBytes: layout.requiredBytes, sha256};
 }

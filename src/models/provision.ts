@@ -142,8 +142,9 @@ async function useLocalFile(finalPath: string, target: ModelTarget, opts: Provis
         const aside = await setAside(finalPath);
         opts.log.warn("local model file is unusable; moved aside", {path: finalPath, reason: err.reason, error: err.message, movedTo: aside});
         if (!opts.allowDownload) {
-            throw new ModelFileError(err.reason, finalPath, `${err.detail} (moved aside to ${path.basename(aside)}); `
-                + `place a good copy of ${target.fileName} in ${path.dirname(finalPath)} or allow downloads`);
+            // The path leads the message already: "there" keeps the status line short enough for the advice.
+            throw new ModelFileError(err.reason, finalPath, `${err.detail}; moved aside as ${path.basename(aside)}: `
+                + "place a good copy there or allow downloads");
         }
         return null;
     }
