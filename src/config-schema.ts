@@ -26,7 +26,7 @@ export interface QwenEdgeConfigShape {
     };
     state: {dir: string};
     shutdown: {drainMs: number};
-    log: {level: string};
+    log: {level: string; format: string};
     telemetry: {
         intervalSeconds: number; retainHealth: boolean; homeAssistant: boolean; discoveryPrefix: string;
         metricsPort: number; metricsHost: string; maxTemperatureC: number; coolDownC: number; pauseWhenHot: boolean;
@@ -103,7 +103,8 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         drainMs: {doc: "On SIGTERM, how long running generations may finish before they are stopped and kept for the next start.", format: "nat", default: 10000}
     },
     log: {
-        level: {doc: "Log level.", format: levels, default: "info"}
+        level: {doc: "Log level; debug adds the configuration, every plan candidate and the stack of expected errors.", format: levels, default: "info"},
+        format: {doc: "pretty: one readable line per event (time, level, message, fields); json: one JSON object per line (journald, log shippers); auto: pretty on a terminal, else json.", format: ["pretty", "json", "auto"], default: "auto"}
     },
     telemetry: {
         intervalSeconds: {doc: "Seconds between health messages on {base}/{device}/health (at least 1; each expires after twice this).", format: "nat", default: 30},

@@ -124,10 +124,13 @@ export class Daemon {
             setPaused: (paused) => this.scheduler.setPaused(paused || this.engineState !== "ready")});
 
         await this.store.start();
+        // Only what was journaled before this start is replayed: a request the broker redelivers once
+        // we connect is accepted (journaled, queued) by onMessage and must not be queued twice.
+        const unfinished = this.store.pending();
         this.link.start();
         void this.status.set("starting");
         await this.telemetry.start().catch((err: unknown) => log.error("telemetry failed to start", describeError(err)));
-        this.replayPending();
+        this.replayPending(unfinished);
         let fallback: string | null = null;
         try {
             await this.engine.start();
@@ -202,7 +205,7 @@ export class Daemon {
         // Files only (mqtt.passwordFile or the systemd credential), never argv or the environment.
         const secrets = readBrokerSecrets(m);
         for (const warning of secrets.warnings) this.deps.log.warn("mqtt credentials", {problem: warning});
-        this.deps.log.info("mqtt credentials", {username: m.username !== "", password: secrets.passwordSource,
+        this.deps.log.debug("mqtt credentials", {username: m.username !== "", password: secrets.passwordSource,
             tls: {ca: secrets.ca !== undefined, clientCert: secrets.cert !== undefined}});
         const subscriptions: LinkOptions["subscriptions"] = [
             {filter: this.layout.request, qos: 1},
@@ -292,8 +295,8 @@ export class Daemon {
     }
 
     /** Jobs accepted before a crash or restart run again (or time out) exactly once. */
-    private replayPending(): void {
-        for (const stored of this.store.pending()) {
+    private replayPending(unfinished: ReturnType<JobStore["pending"]>): void {
+        for (const stored of unfinished) {
             const decoded = decodeJob(stored.request);
             if (!decoded) {
                 this.deps.log.warn("unreadable journaled job dropped", {key: stored.key});

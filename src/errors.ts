@@ -4,19 +4,12 @@
  */
 
 /** Codes that may appear in an MQTT error reply (`{"status": "error", "error": {"code"}}`). */
-export type WireErrorCode =
-    | "invalid_json"
-    | "invalid_request"
-    | "invalid_encoding"
-    | "payload_too_large"
-    | "queue_full"
-    | "exceed_context_size"
-    | "model_unavailable"
-    | "cancelled"
-    | "timeout"
-    | "shutting_down"
-    | "paused"
-    | "internal";
+export const WIRE_ERROR_CODES = [
+    "invalid_json", "invalid_request", "invalid_encoding", "payload_too_large", "queue_full", "exceed_context_size",
+    "model_unavailable", "cancelled", "timeout", "shutting_down", "paused", "internal"
+] as const;
+
+export type WireErrorCode = typeof WIRE_ERROR_CODES[number];
 
 export class QwenEdgeError extends Error {
     public readonly code: string;
@@ -79,11 +72,34 @@ export class BrokerError extends QwenEdgeError {
     }
 }
 
-/** Turns anything thrown into `{message, stack}` so winston serializes it (an Error nests as `{}`). */
-export function describeError(err: unknown): {message: string; code?: string; stack?: string} {
+/**
+ * Where describeError puts the stack of an expected error (a QwenEdgeError: offline, no model file,
+ * disk full, ...): the logger shows it at debug level only. An unexpected error keeps `stack`.
+ */
+export const DEBUG_STACK: unique symbol = Symbol("qwen-edge.debugStack");
+
+export interface DescribedError {
+    message: string;
+    code?: string;
+    stack?: string;
+    [DEBUG_STACK]?: string;
+}
+
+/** Turns anything thrown into `{message, code?, stack?}` so winston serializes it (an Error nests as `{}`). */
+export function describeError(err: unknown): DescribedError {
     if (err instanceof Error) {
         const code = (err as {code?: unknown}).code;
-        return {message: err.message, ...(typeof code === "string" ? {code} : {}), ...(err.stack ? {stack: err.stack} : {})};
+        const stack = err.stack === undefined ? {} : err instanceof QwenEdgeError ? {[DEBUG_STACK]: err.stack} : {stack: err.stack};
+        return {message: err.message, ...(typeof code === "string" ? {code} : {}), ...stack};
     }
     return {message: String(err)};
+}
+
+/** Longest reason in a status message, an error reply or Home Assistant's attributes; details stay in the log. */
+export const REASON_MAX_CHARS = 300;
+
+/** One line of at most `max` characters: line breaks and runs of spaces become one space, the rest is cut with "…". */
+export function shortReason(text: string, max = REASON_MAX_CHARS): string {
+    const line = text.replace(/\s+/g, " ").trim();
+    return line.length <= max ? line : `${line.slice(0, max - 1).trimEnd()}…`;
 }

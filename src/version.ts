@@ -1,16 +1,29 @@
 import {readFileSync} from "node:fs";
 
-/** The version in package.json (two levels up from dist/src). */
-export function packageVersion(): string {
+interface PackageJson {name?: string; version?: string; homepage?: string}
+
+/** Our package.json (two levels up from dist/src), or null. */
+function ownPackage(): PackageJson | null {
     for (const rel of ["../../package.json", "../package.json"]) {
         try {
-            const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as {name?: string; version?: string};
-            if (pkg.name === "qwen-edge" && pkg.version) return pkg.version;
+            const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as PackageJson;
+            if (pkg.name === "qwen-edge") return pkg;
         } catch {
             // try the next candidate
         }
     }
-    return "unknown";
+    return null;
+}
+
+/** The version in package.json. */
+export function packageVersion(): string {
+    return ownPackage()?.version ?? "unknown";
+}
+
+/** The project's URL (package.json `homepage`, an http(s) URL), or null when none is set. */
+export function packageHomepage(): string | null {
+    const url = ownPackage()?.homepage;
+    return typeof url === "string" && /^https?:\/\/\S+$/.test(url) ? url : null;
 }
 
 export function nodeLlamaCppVersion(): string {

@@ -1,14 +1,23 @@
 // Runs the compiled tests with Node's own test runner.
 // Unit tests run in parallel; integration tests (each starts its own Mosquitto and daemon with a real
 // model) run two at a time on this project's 2-core machines; the fault suite (it kills brokers and
-// daemons and measures timings) runs one file at a time, then writes docs/RELIABILITY.md from what it measured.
+// daemons and measures timings) runs one file at a time, then writes its report from what it measured
+// to dist/test-results/RELIABILITY.md (untracked: a test run leaves the tree clean). With
+// `--report FILE` the report also goes to FILE: `npm run reliability:report` writes docs/RELIABILITY.md.
 import {spawnSync} from "node:child_process";
-import {readdirSync, existsSync, mkdtempSync, rmSync} from "node:fs";
-import {tmpdir} from "node:os";
-import {join} from "node:path";
+import {copyFileSync, existsSync, mkdirSync, readdirSync, rmSync} from "node:fs";
+import {join, resolve} from "node:path";
 
-const which = process.argv[2] ?? "all";
+const args = process.argv.slice(2);
+const reportAt = args.indexOf("--report");
+const reportTo = reportAt >= 0 ? args[reportAt + 1] : undefined;
+if (reportAt >= 0 && !reportTo) {
+    process.stderr.write("usage: node test/run.mjs [all|quick|unit|integration|faults|scale] [--report FILE]\n");
+    process.exit(2);
+}
+const which = args.find((a, i) => !a.startsWith("--") && (reportAt < 0 || i !== reportAt + 1)) ?? "all";
 const root = new URL("../dist/test/", import.meta.url).pathname;
+const resultsDir = new URL("../dist/test-results/", import.meta.url).pathname;
 const list = (dir) => existsSync(join(root, dir))
     ? readdirSync(join(root, dir)).filter((f) => f.endsWith(".test.js")).sort().map((f) => join(root, dir, f))
     : [];
@@ -25,17 +34,24 @@ if (which === "all" || which === "scale") groups.push({files: list("scale"), con
 let failed = false;
 for (const g of groups) {
     if (g.files.length === 0) continue;
-    const results = g.report ? mkdtempSync(join(tmpdir(), "qe-fault-results-")) : null;
+    const records = g.report ? join(resultsDir, "faults") : null;
+    if (records) {
+        rmSync(records, {recursive: true, force: true});
+        mkdirSync(records, {recursive: true});
+    }
     const started = Date.now();
     const r = spawnSync(process.execPath, ["--test", `--test-concurrency=${g.concurrency}`, `--test-timeout=${g.timeoutMs ?? 300_000}`, ...g.files],
-        {stdio: "inherit", env: {...process.env, ...(results ? {QE_FAULT_RESULTS: results} : {})}});
+        {stdio: "inherit", env: {...process.env, ...(records ? {QE_FAULT_RESULTS: records} : {})}});
     if (r.status !== 0) failed = true;
-    if (results) {
-        const doc = new URL("../docs/RELIABILITY.md", import.meta.url).pathname;
-        const w = spawnSync(process.execPath, [join(root, "support", "reliability-report.js"), results, doc, String(Date.now() - started)],
+    if (records) {
+        const report = join(resultsDir, "RELIABILITY.md");
+        const w = spawnSync(process.execPath, [join(root, "support", "reliability-report.js"), records, report, String(Date.now() - started)],
             {stdio: "inherit"});
         if (w.status !== 0) failed = true;
-        rmSync(results, {recursive: true, force: true});
+        else if (reportTo) {
+            copyFileSync(report, resolve(reportTo));
+            process.stdout.write(`wrote ${reportTo}\n`);
+        }
     }
 }
 process.exit(failed ? 1 : 0);

@@ -50,8 +50,8 @@ Options for every command:
                                      (environment: QWEN_EDGE_SECTION_KEY)
   -h, --help                         this help;  -V, --version   the version
 
-Exit codes: 0 ok, 1 failure, 2 bad configuration or usage, 3 no model fits in memory,
-4 no answer in time (ask).
+Exit codes: 0 ok, 1 failure, 2 bad configuration or usage (also a model.path that does not exist
+or is not a GGUF), 3 no model fits in memory, 4 no answer in time (ask), 130 interrupted (Ctrl-C).
 `,
     run: `qwen-edge run [options]
 
@@ -61,7 +61,8 @@ Runs the daemon: connects to the broker (mqtt.url), loads the model, answers req
   --model-path FILE.gguf     the model to serve
   --mqtt-url URL             broker (default mqtt://127.0.0.1:1883)
   --device-id ID             this device's topic level (default: the hostname)
-  --inference-threads N      generation threads (default: CPUs available - 1, at least 1)
+  --inference-threads N      generation threads (default: every CPU available to the process, affinity and cgroup quota, at most the physical cores)
+  --log-format F             pretty, json, or auto (default: pretty on a terminal, else json)
 See \`qwen-edge config --example\` for every key.
 `,
     plan: `qwen-edge plan [--memory SIZE] [--json] [options]
@@ -74,11 +75,13 @@ prints each candidate's requirement, whether it fits, and the choice: the larges
   --json          one JSON object: budgetBytes, memory, candidates[], choice
 Exit code 3 when nothing fits.
 `,
-    pull: `qwen-edge pull [--variant auto|0.8b|2b|4b|9b] [--memory SIZE] [options]
+    pull: `qwen-edge pull [--variant auto|0.8b|2b|4b|9b] [--memory SIZE] [--verbose] [options]
 
 Provisions the model that \`plan\` chooses (or the given variant) into model.dir: a file already there
 is checked and used; otherwise it is downloaded (resumable), its sha256 verified where Hugging Face
 publishes it, and moved into place. Shows a progress bar on a terminal.
+  --verbose   also print the log lines (on stderr, as log.format says)
+Ctrl-C stops it (exit 130) and keeps what was downloaded: the next pull resumes from there.
 `,
     ask: `qwen-edge ask "prompt" [--device ID] [--fleet] [--stream] [--json] [--max-tokens N]
                       [--system TEXT] [--thinking] [--timeout SECONDS] [--mqtt-url URL]
@@ -89,11 +92,14 @@ Response Topic, prints the answer (as it is generated with --stream; the whole J
 `,
     status: `qwen-edge status [--device ID] [--json] [--wait SECONDS] [--mqtt-url URL]
 
-Reads the retained {base}/+/status, info and health topics and prints a table of every device
-(state, for how long, model, temperature, throttling, tokens/s, queue, memory, health age, reason),
-or one device in detail with --device. --json prints {"devices": [{device, status, info, health}]}
-(one such object with --device). Waits until the broker has sent everything (at most --wait,
-default 5 s); exits 0, or 4 when no device (or not the one asked for) has published a status.
+Reads the retained {base}/+/status, info and health topics, asks the devices for a health snapshot
+now ({base}/fleet/health/refresh, or {base}/{device}/health/refresh) and prints a table of every
+device (state, for how long, model, temperature, throttling, tokens/s, queue, memory, health age,
+reason), or one device in detail with --device. --json prints {"devices": [{device, status, info,
+health}]} (one such object with --device). Waits until the broker has sent everything and the
+running devices have answered (at most 3 s; a device that does not answer shows its last snapshot
+and its age), at most --wait (default 5 s); exits 0, or 4 when no device (or not the one asked
+for) has published a status.
 `,
     homeassistant: `qwen-edge homeassistant remove [--device ID]
 

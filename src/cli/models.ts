@@ -1,12 +1,13 @@
 /** `qwen-edge plan` and `qwen-edge pull`: the model choice, explained, and provisioning ahead of time. */
 import {loadConfig} from "../config.js";
 import {ConfigError, NoModelFitsError} from "../errors.js";
-import {createLogger} from "../log.js";
+import {createLogger, silentLogger, type LogFormat} from "../log.js";
 import {disposeEstimateLlama} from "../models/estimate.js";
-import {parseSize, renderPlan} from "../models/planner.js";
+import {formatBytes, parseSize, renderPlan} from "../models/planner.js";
+import {keptDownloadBytes, type ProvisionProgress} from "../models/provision.js";
 import {ProgressBar} from "../models/progress-bar.js";
 import {fallbackOrder, parseVariantFlag, planForDevice, provisionCandidate} from "../models/select.js";
-import {modelName} from "../models/catalog.js";
+import {modelFileName, modelName} from "../models/catalog.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 
@@ -30,7 +31,7 @@ export async function planCommand(args: string[]): Promise<number> {
 }
 
 export async function pullCommand(args: string[]): Promise<number> {
-    const {flags, positional, config: configArgs} = splitArgs(args, {values: ["variant", "memory"]});
+    const {flags, positional, config: configArgs} = splitArgs(args, {values: ["variant", "memory"], booleans: ["verbose"]});
     if (positional.length > 0) throw new ConfigError(`pull takes no positional arguments (got "${positional[0]}")`);
     const config = loadConfig({args: configArgs});
     let variant;
@@ -39,13 +40,29 @@ export async function pullCommand(args: string[]): Promise<number> {
     } catch (err) {
         throw new ConfigError((err as Error).message);
     }
-    // Progress goes to the terminal; the log (stderr) says only what went wrong.
-    const log = createLogger("warn", process.stderr);
+    // The command's own output only; the daemon's log lines with --verbose (on stderr).
+    const log = flags.verbose === true ? createLogger("debug", process.stderr, config.log.format as LogFormat) : silentLogger();
     const controller = new AbortController();
+    let bar: ProgressBar | null = null;
+    let progress: ProvisionProgress | null = null;
+    let fileName: string | null = null;
+    let said: Promise<void> | null = null;
+    // What the downloader saved is what the next pull resumes from (it writes in 5 MiB pieces).
+    const sayInterrupted = (): Promise<void> => said ??= (async () => {
+        bar?.finish();
+        if (progress?.phase !== "downloading" || fileName === null) {
+            process.stderr.write("interrupted\n");
+            return;
+        }
+        const kept = await keptDownloadBytes(config.model.dir, fileName);
+        const total = progress.totalBytes !== null ? ` of ${formatBytes(progress.totalBytes)}` : "";
+        process.stderr.write(kept > 0 ? `interrupted; the download resumes next time (${formatBytes(kept)}${total} kept in ${config.model.dir})\n`
+            : "interrupted; nothing was kept yet: the download starts over next time\n");
+    })();
     process.once("SIGINT", () => {
         controller.abort();
         // node-llama-cpp's downloader can keep the process alive for seconds after an abort.
-        setTimeout(() => process.exit(130), 1000).unref();
+        setTimeout(() => void sayInterrupted().then(() => process.exit(EXIT.interrupted)), 3000).unref();
     });
     try {
         const memoryBytes = typeof flags.memory === "string" ? parseSize(flags.memory) : undefined;
@@ -53,11 +70,20 @@ export async function pullCommand(args: string[]): Promise<number> {
         const candidate = fallbackOrder(plan)[0];
         if (!candidate) throw new NoModelFitsError(plan.reason);
         const label = modelName(candidate.variant, candidate.quant);
+        fileName = modelFileName(candidate.variant, candidate.quant, {repository: config.model.repository});
         process.stdout.write(`${plan.reason}\n`);
-        const bar = new ProgressBar({stream: process.stdout, label});
-        const model = await provisionCandidate(config, candidate, {log, onProgress: (p) => bar.update(p), signal: controller.signal});
-        bar.finish(`${label}: ${model.path} (${model.source === "local" ? "already here" : "downloaded"}${model.verified ? ", sha256 verified" : ""})`);
+        const shown = new ProgressBar({stream: process.stdout, label});
+        bar = shown;
+        const model = await provisionCandidate(config, candidate, {log, signal: controller.signal, onProgress: (p) => {
+            progress = p;
+            shown.update(p);
+        }});
+        shown.finish(`${label}: ${model.path} (${model.source === "local" ? "already here" : "downloaded"}${model.verified ? ", sha256 verified" : ""})`);
         return EXIT.ok;
+    } catch (err) {
+        if (!controller.signal.aborted) throw err;
+        await sayInterrupted();
+        return EXIT.interrupted;
     } finally {
         await disposeEstimateLlama();
     }

@@ -5,25 +5,30 @@ import {SdNotifier} from "../system/sdnotify.js";
 import {defaultThreads, probeCpuFacts} from "../system/probe.js";
 import type {StatusMessage} from "../telemetry/status.js";
 import {ConfigError, describeError} from "../errors.js";
-import {createLogger} from "../log.js";
+import {createLogger, type LogFormat} from "../log.js";
 import {packageVersion} from "../version.js";
 import {isDownloaderStray} from "../models/downloader-quirks.js";
+import {checkConfiguredModelPath} from "../models/gguf-check.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
+import {startupLines} from "./startup-lines.js";
 
 export async function runCommand(args: string[]): Promise<number> {
     const {positional, config: configArgs} = splitArgs(args);
     if (positional.length > 0) throw new ConfigError(`run takes no positional arguments (got "${positional[0]}")`);
     const config = loadConfig({args: configArgs});
-    const log = createLogger(config.log.level);
+    // Before anything starts: a wrong model.path exits 2, which the unit file does not restart.
+    if (config.model.path !== "") await checkConfiguredModelPath(config.model.path);
+    const log = createLogger(config.log.level, process.stdout, config.log.format as LogFormat);
     // Default: every CPU available, up to the physical cores. With libuv's pool at one thread (the
     // launcher) that is the fastest measured at every model size >= 70 MB (docs/ENGINE-SPEED.md).
     const cpu = await probeCpuFacts();
     const threads = config.inference.threads > 0 ? config.inference.threads : defaultThreads(cpu);
     log.info("qwen-edge starting", {version: packageVersion(), pid: process.pid, device: config.device.id, threads,
         threadsFrom: config.inference.threads > 0 ? "inference.threads"
-            : `default: ${cpu.available} CPUs available, ${cpu.physicalCores ?? "?"} physical cores`,
-        config: redactedConfig(config)});
+            : `default: ${cpu.available} CPUs available, ${cpu.physicalCores ?? "?"} physical cores`});
+    for (const line of startupLines(config)) log.info(line.message, line.fields);
+    log.debug("configuration", {config: redactedConfig(config)});
 
     // systemd: READY=1 once online (or degraded), WATCHDOG=1 while healthy, STOPPING=1, STATUS= lines.
     const systemdStatus = new SystemdStatus((text) => notifier.status(text));

@@ -1,13 +1,16 @@
 /**
  * `qwen-edge status [--device ID] [--json]`: a dashboard in a terminal. Subscribes to the retained
- * `{base}/+/status`, `+/info` and `+/health` (health is retained with an expiry by default), waits
- * until the broker has delivered them, and prints one device in detail or a table of every device.
+ * `{base}/+/status`, `+/info` and `+/health`, asks the devices for a health snapshot now
+ * (`{base}/fleet/health/refresh`, or the one device's), waits until the running devices have sent
+ * one (at most 3 s) and prints one device in detail or a table of every device. A device that does
+ * not answer (stopped, or an older version) shows its last retained snapshot, with its age.
  */
 import {randomBytes} from "node:crypto";
 import mqtt, {type IClientOptions} from "mqtt";
 import {loadConfig, type QwenEdgeConfig} from "../config.js";
 import {ConfigError} from "../errors.js";
 import {readBrokerSecrets} from "../mqtt/credentials.js";
+import {topicLayout} from "../mqtt/topics.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 
@@ -20,6 +23,8 @@ interface DeviceView {
 
 /** Retained messages arrive right after SUBACK; this much silence means the broker has sent them all. */
 const QUIET_MS = 400;
+/** How long to wait for the running devices' fresh health snapshots. */
+const FRESH_WAIT_MS = 3000;
 
 /** Client options for the CLI's own short connections, with the daemon's credentials and TLS files. */
 export function cliClientOptions(config: QwenEdgeConfig, role: string): IClientOptions {
@@ -69,11 +74,13 @@ async function collect(config: QwenEdgeConfig, device: string | null, waitMs: nu
     const level = device ?? "+";
     const kinds = ["status", "info", "health"] as const;
     const views = new Map<string, DeviceView>();
+    /** devices whose health arrived live, after we asked (a retained copy comes with the retain flag) */
+    const fresh = new Set<string>();
+    const layout = topicLayout(base, device ?? config.device.id, "");
     const client = await mqtt.connectAsync(config.mqtt.url, cliClientOptions(config, "status"));
     try {
         let lastMessageAt = Date.now();
-        let wake: (() => void) | null = null;
-        client.on("message", (topic, payload) => {
+        client.on("message", (topic, payload, packet) => {
             lastMessageAt = Date.now();
             const rest = topic.startsWith(`${base}/`) ? topic.slice(base.length + 1).split("/") : [];
             const [id, kind] = rest;
@@ -81,15 +88,19 @@ async function collect(config: QwenEdgeConfig, device: string | null, waitMs: nu
             const view = views.get(id) ?? {device: id, status: null, info: null, health: null};
             views.set(id, view);
             view[kind as typeof kinds[number]] = parseObject(payload);
-            if (device !== null && view.status && view.info && view.health) wake?.();
+            if (kind === "health" && !packet.retain) fresh.add(id);
         });
         await client.subscribeAsync(kinds.map((k) => `${base}/${level}/${k}`), {qos: 1});
-        const deadline = Date.now() + waitMs;
+        // The retained health can be up to telemetry.intervalSeconds old: ask for a snapshot now.
+        await client.publishAsync(device !== null ? layout.healthRefresh : layout.fleetHealthRefresh, "", {qos: 0});
+        const started = Date.now();
+        const running = (v: DeviceView): boolean => v.status !== null && v.status.state !== "offline";
         await new Promise<void>((resolve) => {
-            wake = resolve;
             const check = (): void => {
                 const now = Date.now();
-                if (now >= deadline || (views.size > 0 && now - lastMessageAt >= QUIET_MS)) resolve();
+                const settled = views.size > 0 && now - lastMessageAt >= QUIET_MS;
+                const allFresh = [...views.values()].every((v) => !running(v) || fresh.has(v.device));
+                if (now >= started + waitMs || (settled && (allFresh || now >= started + FRESH_WAIT_MS))) resolve();
                 else setTimeout(check, 50);
             };
             setTimeout(check, QUIET_MS);
@@ -149,7 +160,7 @@ function renderTable(list: DeviceView[]): string {
     const rows = list.map((v) => [
         v.device, str(v.status, "state", "-"), age(get(v.status, "since")),
         str(v.info, "model.name", str(v.health, "inference.model", "-")),
-        num(get(v.health, "cpu.temperatureC"), 1, "°C"), throttled(v), num(get(v.health, "inference.tokensPerSecond.last"), 1),
+        num(get(v.health, "cpu.temperatureC"), 1, "°C"), throttled(v), num(get(v.health, "inference.tokensPerSecond.recent"), 1),
         num(get(v.health, "inference.queued")), bytes(get(v.health, "memory.availableBytes")), age(get(v.health, "at")),
         str(v.status, "reason", "")
     ]);
@@ -175,7 +186,7 @@ function renderDevice(v: DeviceView): string {
             `memory      ${bytes(get(h, "memory.availableBytes"))} available of ${bytes(get(h, "memory.totalBytes"))}, budget ${bytes(get(h, "memory.budgetBytes"))}, rss ${bytes(get(h, "memory.processRssBytes"))}, cgroup limit ${bytes(get(h, "memory.cgroupLimitBytes"))}`,
             `disk        ${bytes(get(h, "disk.freeBytes"))} free at ${str(h, "disk.path", "-")}`,
             `inference   ${num(get(h, "inference.queued"))} queued, ${num(get(h, "inference.running"))} running, ${num(get(h, "inference.completed"))} completed, ${num(get(h, "inference.failed"))} failed, ${num(get(h, "inference.rejected"))} rejected`,
-            `speed       ${num(get(h, "inference.tokensPerSecond.last"), 1)} tok/s last, ${num(get(h, "inference.tokensPerSecond.average"), 1)} average; TTFT p50 ${num(get(h, "inference.ttftMs.p50"), 0, " ms")}, p95 ${num(get(h, "inference.ttftMs.p95"), 0, " ms")}`,
+            `speed       ${num(get(h, "inference.tokensPerSecond.recent"), 1)} tok/s recently, ${num(get(h, "inference.tokensPerSecond.last"), 1)} last, ${num(get(h, "inference.tokensPerSecond.average"), 1)} average; TTFT p50 ${num(get(h, "inference.ttftMs.p50"), 0, " ms")}, p95 ${num(get(h, "inference.ttftMs.p95"), 0, " ms")}`,
             `mqtt        ${get(h, "mqtt.connected") === true ? "connected" : "disconnected"}, ${num(get(h, "mqtt.reconnects"))} reconnects`
         );
     }

@@ -34,6 +34,7 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
     const {config, log, engine} = deps;
     if (config.model.path !== "") {
         const name = basename(config.model.path).replace(/\.gguf$/i, "");
+        log.info("model chosen", {model: name, reason: `given by model.path (${config.model.path})`});
         deps.onPhase("loading", {phase: "loading", model: name});
         // Structure first (header and length, no hash): node-llama-cpp's loader given a corrupt header can
         // spin and grow without bound instead of failing (measured: flipped tensor dims, 390 MB after 11 s).
@@ -48,7 +49,8 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
     collectGarbage();
     const order = fallbackOrder(plan);
     if (order.length === 0) throw new NoModelFitsError(plan.reason);
-    const failures: string[] = [];
+    log.info("model chosen", {model: modelName(order[0]!.variant, order[0]!.quant), reason: plan.reason});
+    const failures: Array<{name: string; message: string}> = [];
     for (const candidate of order) {
         const name = modelName(candidate.variant, candidate.quant);
         try {
@@ -60,14 +62,16 @@ export async function bringUpModel(deps: BringUpDeps): Promise<LoadedModel> {
             deps.onPhase("loading", {phase: "loading", model: name});
             // Context creation past the budget throws instead of pushing the device into the OOM killer.
             await engine.load(provisioned.path, plan.budgetBytes);
-            const fallback = failures.length > 0 ? `running ${name} instead of ${modelName(order[0]!.variant, order[0]!.quant)}: ${failures.join("; ")}` : null;
+            const fallback = failures.length > 0 ? `running ${name} instead of ${failures.map((f) => `${f.name}: ${f.message}`).join("; ")}` : null;
             if (fallback) log.warn("model fallback", {model: name, reason: fallback});
             return {name, path: provisioned.path, plan, fallback};
         } catch (err) {
             const d = describeError(err);
-            failures.push(`${name}: ${d.message}`);
-            log.error("model candidate failed", {model: name, ...d});
+            failures.push({name, message: d.message});
+            log.warn("model candidate failed", {model: name, ...d});
         }
     }
-    throw new ModelUnavailableError(failures.length === 1 ? failures[0]! : `no candidate could be provisioned and loaded: ${failures.join("; ")}`);
+    // The status and error replies carry this as one short line (shortReason): the count, then the first failure.
+    const first = failures[0]!;
+    throw new ModelUnavailableError(failures.length === 1 ? first.message : `${failures.length} candidates failed; the first: ${first.message}`);
 }

@@ -3,7 +3,8 @@
 import {createHash} from "node:crypto";
 import {createReadStream} from "node:fs";
 import {open, stat, type FileHandle} from "node:fs/promises";
-import {ModelUnavailableError} from "../errors.js";
+import {resolve} from "node:path";
+import {ConfigError, ModelUnavailableError} from "../errors.js";
 
 export type ModelFileProblem =
     | "missing" | "not_gguf" | "unsupported_version" | "corrupt_header" | "truncated" | "size_mismatch" | "sha256_mismatch";
@@ -238,7 +239,36 @@ export async function inspectGgufFile(path: string, expected: {sizeBytes?: numbe
     if (expected.sha256 !== undefined || options.hash === true) {
         sha256 = await sha256File(path, options.onHashBytes);
         if (expected.sha256 !== undefined && sha256 !== expected.sha256.toLowerCase())
-            throw new ModelFileError("sha256_mismatch", path, `sha256 mismatch: ${sha256}, expected ${expected.sha256}`);
+            // 12 hex digits tell the two apart and leave room in a one-line status for what to do about it
+            throw new ModelFileError("sha256_mismatch", path, `sha256 mismatch: ${sha256.slice(0, 12)}…, expected ${expected.sha256.toLowerCase().slice(0, 12)}…`);
     }
     return {bytes: st.size, mtimeMs: st.mtimeMs, version: layout.version, requiredBytes: layout.requiredBytes, sha256};
+}
+
+/**
+ * `model.path` at start: a path that does not exist, cannot be read or is not a GGUF is a mistake in
+ * the configuration (a typo, the wrong file), which no restart fixes: ConfigError, exit 2. Only the
+ * magic is read; a GGUF that is damaged inside is found by the full check at load, and the daemon
+ * stays up degraded, as for a file that goes bad later.
+ */
+export async function checkConfiguredModelPath(path: string): Promise<void> {
+    const shown = resolve(path) === path ? path : `${path} (${resolve(path)})`;
+    let fd: FileHandle;
+    try {
+        if ((await stat(path)).isDirectory()) throw new ConfigError(`model.path: ${shown} is a directory; give the .gguf file in it (or set model.dir instead)`);
+        fd = await open(path, "r");
+    } catch (err) {
+        if (err instanceof ConfigError) throw err;
+        const code = (err as NodeJS.ErrnoException).code;
+        throw new ConfigError(code === "ENOENT" ? `model.path: ${shown} does not exist`
+            : `model.path: ${shown} cannot be read (${code ?? (err as Error).message})`);
+    }
+    try {
+        const magic = Buffer.alloc(4);
+        const {bytesRead} = await fd.read(magic, 0, 4, 0);
+        if (bytesRead < 4 || magic.toString("latin1") !== "GGUF")
+            throw new ConfigError(`model.path: ${shown} is not a GGUF file (it does not start with "GGUF")`);
+    } finally {
+        await fd.close();
+    }
 }

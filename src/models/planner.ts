@@ -28,6 +28,12 @@ export interface PlanInput {
     variant?: VariantPin;
     /** `model.quantizations`, most preferred first; default DEFAULT_QUANT_PREFERENCE. */
     quantPreference?: readonly Quantization[];
+    /**
+     * What is in model.dir. With downloads off only a file that is there can be served, so the choice
+     * is the largest present model that fits (a model placed by hand is a choice, not a fault);
+     * without this the planner does not look at the disk.
+     */
+    provisioning?: {download: boolean; present: readonly string[]};
 }
 
 export interface MemoryLimit {
@@ -49,6 +55,8 @@ export interface PlannedCandidate extends CandidateRequirement {
     fits: boolean;
     /** False when the variant pin or the quantization list rules it out. */
     eligible: boolean;
+    /** Its file is in model.dir; null when the planner was not told (plan --memory, tests). */
+    present: boolean | null;
     reason: string;
 }
 
@@ -77,6 +85,8 @@ export interface ModelPlan {
     reserveBytes: number;
     memory: PlanMemory;
     limits: MemoryLimit[];
+    /** model.download, when the planner was told what is on disk; else null */
+    downloads: boolean | null;
     candidates: PlannedCandidate[];
     choice: ModelChoice | null;
     reason: string;
@@ -109,19 +119,33 @@ export function planModel(input: PlanInput): ModelPlan {
     const ordered = [...input.candidates].sort((a, b) =>
         MODEL_VARIANTS.indexOf(a.variant) - MODEL_VARIANTS.indexOf(b.variant) || rank(preference, a.quant) - rank(preference, b.quant));
 
+    const present = (c: CandidateRequirement): boolean | null =>
+        input.provisioning ? input.provisioning.present.includes(modelName(c.variant, c.quant)) : null;
     // Largest variant first; within it the first quantization in preference order that fits.
-    let chosen: CandidateRequirement | null = null;
-    for (const variant of [...MODEL_VARIANTS].reverse()) {
-        chosen = preference.map((q) => ordered.find((c) => c.variant === variant && c.quant === q && eligible(c)))
-            .find((c) => c !== undefined && c.requiredBytes <= budget) ?? null;
-        if (chosen) break;
-    }
+    const largest = (usable: (c: CandidateRequirement) => boolean): CandidateRequirement | null => {
+        for (const variant of [...MODEL_VARIANTS].reverse()) {
+            const found = preference.map((q) => ordered.find((c) => c.variant === variant && c.quant === q && eligible(c)))
+                .find((c) => c !== undefined && c.requiredBytes <= budget && usable(c));
+            if (found) return found;
+        }
+        return null;
+    };
+    const largestFitting = largest(() => true);
+    // Downloads off: the largest file that is there. Nothing there: the largest that fits, whose file
+    // provisioning then names (place it, or allow downloads).
+    const offline = input.provisioning?.download === false;
+    const chosen = (offline ? largest((c) => present(c) === true) : null) ?? largestFitting;
+    const passedOver = chosen !== largestFitting ? largestFitting : null;
     const smallestCandidate = ordered.filter(eligible).reduce<CandidateRequirement | null>(
         (a, c) => (a === null || c.requiredBytes < a.requiredBytes ? c : a), null);
 
     const candidates = ordered.map((c): PlannedCandidate => {
         const fits = c.requiredBytes <= budget;
-        return {...c, fits, eligible: eligible(c), reason: candidateReason(c, fits, eligible(c), chosen, pin, preference, budget)};
+        const here = present(c);
+        const notHere = offline && here === false && fits && eligible(c) && chosen !== c;
+        return {...c, fits, eligible: eligible(c), present: here,
+            reason: notHere ? `fits (needs ${formatBytes(c.requiredBytes)}), but its file is not in model.dir and downloads are off`
+                : candidateReason(c, fits, eligible(c), chosen, pin, preference, budget)};
     });
     const budgetText = `${formatBytes(budget)} budget (${describeBudget(binding)})`;
     return {
@@ -130,9 +154,11 @@ export function planModel(input: PlanInput): ModelPlan {
         reserveBytes: binding.reserveBytes,
         memory: planMemory(input.memory),
         limits,
+        downloads: input.provisioning?.download ?? null,
         candidates,
         choice: chosen && {variant: chosen.variant, quant: chosen.quant, uri: chosen.uri, requiredBytes: chosen.requiredBytes, source: chosen.source},
-        reason: planReason(chosen, smallestCandidate, ordered.filter(eligible), pin, budgetText),
+        reason: planReason(chosen, smallestCandidate, ordered.filter(eligible), pin, budgetText, {passedOver,
+            missing: offline && chosen !== null && present(chosen) === false}),
         smallest: smallestCandidate && {variant: smallestCandidate.variant, quant: smallestCandidate.quant, requiredBytes: smallestCandidate.requiredBytes}
     };
 }
@@ -198,17 +224,23 @@ function candidateReason(c: CandidateRequirement, fits: boolean, eligible: boole
 }
 
 function planReason(chosen: CandidateRequirement | null, smallest: CandidateRequirement | null,
-    eligible: CandidateRequirement[], pin: VariantPin, budgetText: string): string {
+    eligible: CandidateRequirement[], pin: VariantPin, budgetText: string,
+    disk: {passedOver: CandidateRequirement | null; missing: boolean}): string {
     if (eligible.length === 0) {
         return pin === "auto" ? "No candidates: the quantization list names none the catalog knows." : `No candidates for the pinned variant ${pin}.`;
     }
     if (chosen) {
         const name = modelName(chosen.variant, chosen.quant);
-        if (pin !== "auto") return `model.variant is pinned to ${pin}: ${name} needs ${formatBytes(chosen.requiredBytes)} of the ${budgetText}.`;
+        const missing = disk.missing ? " Its file is not in model.dir and downloads are off (model.download: false)." : "";
+        if (disk.passedOver) {
+            return `${name} is the largest present model that fits: it needs ${formatBytes(chosen.requiredBytes)} of the ${budgetText}; `
+                + `${modelName(disk.passedOver.variant, disk.passedOver.quant)} would fit but downloads are off (model.download: false).`;
+        }
+        if (pin !== "auto") return `model.variant is pinned to ${pin}: ${name} needs ${formatBytes(chosen.requiredBytes)} of the ${budgetText}.${missing}`;
         const larger = eligible.filter((c) => MODEL_VARIANTS.indexOf(c.variant) > MODEL_VARIANTS.indexOf(chosen.variant))
             .reduce<CandidateRequirement | null>((a, c) => (a === null || c.requiredBytes < a.requiredBytes ? c : a), null);
         const next = larger ? ` The next larger, ${modelName(larger.variant, larger.quant)}, needs ${formatBytes(larger.requiredBytes)}.` : "";
-        return `${name} is the largest model that fits: it needs ${formatBytes(chosen.requiredBytes)} of the ${budgetText}.${next}`;
+        return `${name} is the largest model that fits: it needs ${formatBytes(chosen.requiredBytes)} of the ${budgetText}.${next}${missing}`;
     }
     const s = smallest ?? eligible[0]!;
     const what = `${modelName(s.variant, s.quant)}, needs ${formatBytes(s.requiredBytes)}`;
@@ -261,10 +293,11 @@ export function renderPlan(plan: ModelPlan): string {
         lines.push(`    swap ${formatBytes(plan.memory.swapTotalBytes)} is not counted`);
     }
     lines.push("", "Candidates:");
-    const header = ["model", "needs", "weights", "vocabulary", "context", "runtime", "fits", "numbers from"];
+    const header = ["model", "needs", "weights", "vocabulary", "context", "runtime", "fits", "in model.dir", "numbers from"];
     const rows = plan.candidates.map((c) => [
         modelName(c.variant, c.quant), formatBytes(c.requiredBytes), formatBytes(c.weightsBytes), formatBytes(c.tokenizerBytes),
-        formatBytes(c.contextBytes), formatBytes(c.overheadBytes), !c.eligible ? "-" : c.fits ? "yes" : "no", c.source
+        formatBytes(c.contextBytes), formatBytes(c.overheadBytes), !c.eligible ? "-" : c.fits ? "yes" : "no",
+        c.present === null ? "?" : c.present ? "yes" : "no", c.source
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     const row = (cells: string[], mark: string): string => `  ${mark} ` + cells.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd();

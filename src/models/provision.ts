@@ -98,6 +98,16 @@ export async function provisionModel(target: ModelTarget, opts: ProvisionOptions
     return download(target, opts, {dir, finalPath, url, endpoint, place, report});
 }
 
+/**
+ * Bytes of an interrupted download of `fileName` in `dir` that the next attempt resumes from: what the
+ * downloader has written to its `.partial.ipull` file (it saves in 5 MiB pieces; the file is sparse, so
+ * its allocated blocks count, not its length). 0 when there is none.
+ */
+export async function keptDownloadBytes(dir: string, fileName: string): Promise<number> {
+    const s = await stat(`${path.join(path.resolve(dir), fileName)}.partial.ipull`).catch(() => null);
+    return s === null ? 0 : Math.min(s.size, s.blocks * 512);
+}
+
 type Report = (p: ProvisionProgress) => void;
 
 /** Calls `onProgress` at most every 250 ms (always on a phase change or completion); its errors are not ours. */
@@ -132,8 +142,9 @@ async function useLocalFile(finalPath: string, target: ModelTarget, opts: Provis
         const aside = await setAside(finalPath);
         opts.log.warn("local model file is unusable; moved aside", {path: finalPath, reason: err.reason, error: err.message, movedTo: aside});
         if (!opts.allowDownload) {
-            throw new ModelFileError(err.reason, finalPath, `${err.detail} (moved aside to ${path.basename(aside)}); `
-                + `place a good copy of ${target.fileName} in ${path.dirname(finalPath)} or allow downloads`);
+            // The path leads the message already: "there" keeps the status line short enough for the advice.
+            throw new ModelFileError(err.reason, finalPath, `${err.detail}; moved aside as ${path.basename(aside)}: `
+                + "place a good copy there or allow downloads");
         }
         return null;
     }

@@ -3,6 +3,7 @@
  * probe the device -> estimate every candidate (GGUF header: local file, else the remote header by
  * HTTP range, else the catalog) -> plan (pure) -> provision the choice (local file or download).
  */
+import {stat} from "node:fs/promises";
 import {join} from "node:path";
 import type {Llama} from "node-llama-cpp";
 import type {QwenEdgeConfig} from "../config.js";
@@ -47,21 +48,27 @@ export async function planForDevice(config: QwenEdgeConfig, options: PlanOptions
         cpu: {arch: facts.board.arch, features: facts.board.simd},
         ...(options.llama ? {llama: options.llama} : {}), ...(options.signal ? {signal: options.signal} : {})
     });
+    const present: string[] = [];
+    for (const t of targets) if (await isFile(t.path)) present.push(modelName(t.variant, t.quant));
     const plan = planModel({
         memory: options.memoryBytes !== undefined ? {kind: "override", availableBytes: options.memoryBytes} : {kind: "probed", facts: facts.memory},
         ...(config.model.reserveBytes > 0 ? {reserveBytes: config.model.reserveBytes} : {}),
-        candidates, variant, quantPreference: quants
+        candidates, variant, quantPreference: quants, provisioning: {download: config.model.download, present}
     });
     return {plan, facts};
 }
 
-/** The candidates to try, best first: the choice, then every smaller one that fits (OOM fallback). */
+/**
+ * The candidates to try, best first: the choice, then every smaller one that fits (OOM fallback);
+ * with downloads off only the smaller ones whose file is there.
+ */
 export function fallbackOrder(plan: ModelPlan): PlannedCandidate[] {
     if (!plan.choice) return [];
     const choice = plan.choice;
     const first = plan.candidates.find((c) => c.variant === choice.variant && c.quant === choice.quant);
     const rest = plan.candidates
         .filter((c) => c !== first && c.fits && c.eligible && c.requiredBytes < (first?.requiredBytes ?? Infinity))
+        .filter((c) => plan.downloads !== false || c.present !== false)
         .sort((a, b) => b.requiredBytes - a.requiredBytes);
     return first ? [first, ...rest] : rest;
 }
@@ -89,12 +96,12 @@ export async function provisionCandidate(config: QwenEdgeConfig, candidate: Pick
     return {...provisioned, name: modelName(candidate.variant, candidate.quant)};
 }
 
-/** The plan as one log line per candidate: the decision must be explainable from the journal. */
+/** The plan as one debug line per candidate: the decision must be explainable from the journal. */
 export function logPlan(log: Logger, plan: ModelPlan): void {
-    log.info("model plan", {budgetBytes: plan.budgetBytes, budgetSource: plan.budgetSource, reserveBytes: plan.reserveBytes,
+    log.debug("model plan", {budgetBytes: plan.budgetBytes, budgetSource: plan.budgetSource, reserveBytes: plan.reserveBytes,
         choice: plan.choice ? modelName(plan.choice.variant, plan.choice.quant) : null, reason: plan.reason});
     for (const c of plan.candidates) {
-        log.info("model candidate", {model: modelName(c.variant, c.quant), requiredBytes: c.requiredBytes, fits: c.fits,
+        log.debug("model candidate", {model: modelName(c.variant, c.quant), requiredBytes: c.requiredBytes, fits: c.fits,
             eligible: c.eligible, source: c.source, reason: c.reason});
     }
 }
@@ -104,4 +111,8 @@ export function parseVariantFlag(value: string): "auto" | ModelVariant {
     const v = value.toLowerCase();
     if (v === "auto" || isModelVariant(v)) return v;
     throw new Error(`--variant must be auto, ${MODEL_VARIANTS.join(", ")} (got "${value}")`);
+}
+
+async function isFile(path: string): Promise<boolean> {
+    return stat(path).then((s) => s.isFile(), () => false);
 }

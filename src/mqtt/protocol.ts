@@ -4,7 +4,7 @@
  * Pure: no I/O. Field rules live in request-fields.ts.
  */
 import {randomBytes} from "node:crypto";
-import {RequestError} from "../errors.js";
+import {RequestError, shortReason} from "../errors.js";
 import {MAX_JSON_DEPTH, parseBoundedJson} from "./bounded-json.js";
 import {replyTopicProblem, type ReplyPolicy} from "./reply-policy.js";
 import {
@@ -321,7 +321,7 @@ export interface ErrorReply {
 
 /** An error reply; the error's details (e.g. `retryAfterMs`, `field`) sit beside code and message. */
 export function errorReply(id: string | null, err: RequestError, extra: {model?: string; device?: string} = {}): ErrorReply {
-    const error: ErrorReply["error"] = {code: err.code, message: err.message};
+    const error: ErrorReply["error"] = {code: err.code, message: shortReason(err.message)};
     for (const [key, value] of Object.entries(err.details)) {
         if (key !== "code" && key !== "message")
             error[key] = value;

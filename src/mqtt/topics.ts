@@ -19,6 +19,10 @@ export interface TopicLayout {
     info: string;
     /** `{base}/{device}/health`. */
     health: string;
+    /** `{base}/{device}/health/refresh`: any message makes the device publish a health snapshot now (`qwen-edge status`). */
+    healthRefresh: string;
+    /** `{base}/fleet/health/refresh`: the same for every device. */
+    fleetHealthRefresh: string;
     /** `$share/{group}/{base}/fleet/request`, or null when the fleet group is "" (fleet queue off). */
     fleetRequest: string | null;
     /** Home Assistant device discovery: `{prefix}/device/{device}/config`; throws ConfigError for a bad prefix. */
@@ -66,6 +70,8 @@ export function topicLayout(base: string, device: string, fleetGroup: string): T
         status: `${own}/status`,
         info: `${own}/info`,
         health: `${own}/health`,
+        healthRefresh: `${own}/health/refresh`,
+        fleetHealthRefresh: `${base}/fleet/health/refresh`,
         fleetRequest: fleetGroup === "" ? null : `$share/${fleetGroup}/${base}/fleet/request`,
         discovery: (prefix: string): string => {
             const problem = validatePublishTopic(prefix);

@@ -50,8 +50,10 @@ export interface BoardFacts {
     arch: string;
     /** SIMD features that decide llama.cpp's weight repacking (src/models/repack.ts), e.g. avx2, asimddp */
     simd: string[];
-    /** Device-tree model (Raspberry Pi and other ARM boards) or DMI product name (x86). */
+    /** Device-tree model (Raspberry Pi and other ARM boards) or DMI product name (x86); null when unknown or a placeholder. */
     model: string | null;
+    /** The maker: "Raspberry Pi Ltd" for a Pi, the DMI system vendor on x86; null when unknown. */
+    vendor: string | null;
     isRaspberryPi: boolean;
 }
 
@@ -394,17 +396,26 @@ function cpuModel(cpuinfo: string | null): string | null {
 
 // ---- board ----
 
+/** What firmware writes into DMI fields nobody filled in: not a model name. */
+const DMI_PLACEHOLDER = /^(to be filled by o\.?e\.?m\.?|system (product name|manufacturer)|default string|not (specified|applicable)|none|unknown|0+|x+|\.+)$/i;
+
 async function probeBoard(root: string, live: boolean, cpuinfo: string | null): Promise<BoardFacts> {
-    let model: string | null = null;
-    for (const path of ["proc/device-tree/model", "sys/firmware/devicetree/base/model", "sys/class/dmi/id/product_name"]) {
+    const read = async (path: string): Promise<string | null> => {
         const text = (await readText(root, path))?.replace(/\0+$/, "").trim();
-        if (text) {
-            model = text;
-            break;
-        }
+        return text && !DMI_PLACEHOLDER.test(text) ? text : null;
+    };
+    let model: string | null = null;
+    let vendor: string | null = null;
+    for (const path of ["proc/device-tree/model", "sys/firmware/devicetree/base/model"]) {
+        model ??= await read(path);
     }
-    return {arch: live ? process.arch : archFromCpuinfo(cpuinfo), simd: simdFromCpuinfo(cpuinfo), model,
-        isRaspberryPi: model !== null && /^Raspberry Pi\b/.test(model)};
+    if (model === null) {
+        model = await read("sys/class/dmi/id/product_name");
+        if (model !== null) vendor = await read("sys/class/dmi/id/sys_vendor");
+    }
+    const isRaspberryPi = model !== null && /^Raspberry Pi\b/.test(model);
+    if (isRaspberryPi) vendor = "Raspberry Pi Ltd";
+    return {arch: live ? process.arch : archFromCpuinfo(cpuinfo), simd: simdFromCpuinfo(cpuinfo), model, vendor, isRaspberryPi};
 }
 
 /** The SIMD features that decide llama.cpp's weight repacking (src/models/repack.ts), from cpuinfo's flags/Features. */

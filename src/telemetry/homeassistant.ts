@@ -11,6 +11,11 @@
  *
  * Keys follow Home Assistant's device-discovery schema: `dev` (device, needs `ids`), `o` (origin,
  * needs `name`), `cmps` (components, each needs `p` = platform and a `unique_id`).
+ *
+ * Entities tell the truth: a sensor the host lacks gets no entity (no thermal zone, no Temperature);
+ * a value the host cannot tell right now renders as `None`, which Home Assistant's MQTT sensor and
+ * binary sensor take as unknown (homeassistant/components/mqtt/sensor.py, binary_sensor.py:
+ * PAYLOAD_NONE) instead of a made-up 0 or OFF.
  */
 import type {DeviceState} from "./status.js";
 import {DEVICE_STATES} from "./status.js";
@@ -20,9 +25,14 @@ export interface DiscoveryInput {
     prefix: string;
     topics: {status: string; info: string; health: string};
     version: string;
-    /** board model, e.g. "Raspberry Pi 4 Model B Rev 1.4"; null on unknown hardware */
-    board: string | null;
-    arch: string;
+    /** what the device is: the board ("Raspberry Pi 4 Model B Rev 1.4"), else the CPU model; null when neither is known */
+    model: string | null;
+    /** the board's maker ("Raspberry Pi Ltd"); null when unknown */
+    manufacturer: string | null;
+    /** the host has a thermal zone to read: without one there is no Temperature entity */
+    temperature: boolean;
+    /** the project's URL (package.json `homepage`), shown as the origin's support URL; null leaves it out */
+    supportUrl: string | null;
     intervalSeconds: number;
 }
 
@@ -36,8 +46,8 @@ export interface DiscoveryComponent {
 }
 
 export interface DiscoveryPayload {
-    dev: {ids: string[]; name: string; mf: string; mdl: string; sw: string};
-    o: {name: string; sw: string};
+    dev: {ids: string[]; name: string; sw: string; mdl?: string; mf?: string};
+    o: {name: string; sw: string; url?: string};
     avty: Array<{t: string; val_tpl: string; pl_avail: string; pl_not_avail: string}>;
     cmps: Record<string, DiscoveryComponent>;
 }
@@ -61,11 +71,11 @@ export function discoveryPayload(d: DiscoveryInput): DiscoveryPayload {
         dev: {
             ids: [`qwen_edge_${d.device}`],
             name: `qwen-edge ${d.device}`,
-            mf: "qwen-edge",
-            mdl: d.board ?? `${d.arch} device`,
-            sw: d.version
+            sw: d.version,
+            ...(d.model !== null ? {mdl: d.model} : {}),
+            ...(d.manufacturer !== null ? {mf: d.manufacturer} : {})
         },
-        o: {name: "qwen-edge", sw: d.version},
+        o: {name: "qwen-edge", sw: d.version, ...(d.supportUrl !== null ? {url: d.supportUrl} : {})},
         avty: [{
             t: d.topics.status,
             // degraded, loading and starting devices still report: only offline is unavailable
@@ -83,16 +93,18 @@ export function discoveryPayload(d: DiscoveryInput): DiscoveryPayload {
                 p: "sensor", name: "Model", unique_id: id("model"), state_topic: d.topics.info,
                 value_template: "{{ value_json.model.name }}", icon: "mdi:brain", entity_category: "diagnostic"
             },
-            tokens_per_second: health("tokens_per_second", "Tokens per second", "{{ value_json.inference.tokensPerSecond.last }}",
+            // Generation speed over the requests that finished recently; unknown while idle.
+            tokens_per_second: health("tokens_per_second", "Tokens per second", "{{ value_json.inference.tokensPerSecond.recent }}",
                 {unit_of_measurement: "tok/s", icon: "mdi:speedometer", suggested_display_precision: 1}),
             queue: health("queue", "Queue", "{{ value_json.inference.queued }}", {unit_of_measurement: "requests", icon: "mdi:tray-full"}),
-            temperature: health("temperature", "Temperature", "{{ value_json.cpu.temperatureC }}",
-                {device_class: "temperature", unit_of_measurement: "°C", suggested_display_precision: 1}),
+            ...(d.temperature ? {temperature: health("temperature", "Temperature", "{{ value_json.cpu.temperatureC }}",
+                {device_class: "temperature", unit_of_measurement: "°C", suggested_display_precision: 1})} : {}),
             memory_available: health("memory_available", "Memory available", "{{ (value_json.memory.availableBytes / 1048576) | round(0) }}",
                 {device_class: "data_size", unit_of_measurement: "MiB", icon: "mdi:memory"}),
             throttled: {
                 p: "binary_sensor", name: "Throttled", unique_id: id("throttled"), state_topic: d.topics.health,
-                value_template: "{{ 'ON' if value_json.cpu.throttling and value_json.cpu.throttling.now.any else 'OFF' }}",
+                // no throttling word (not a Raspberry Pi, or unreadable): unknown, not OFF
+                value_template: "{{ 'None' if value_json.cpu.throttling is none else ('ON' if value_json.cpu.throttling.now.any else 'OFF') }}",
                 payload_on: "ON", payload_off: "OFF", device_class: "problem", expire_after: expireAfter, entity_category: "diagnostic"
             }
         }

@@ -1,7 +1,7 @@
 /**
  * Per-request figures for health and /metrics: token counts, generation speed and time to first
  * token. The daemon records each finished generation and each error reply; everything here is
- * O(1) per request except the percentile read, which sorts a bounded window.
+ * O(1) per request except the reads, which sort or sum bounded windows.
  */
 
 /** Error codes answered before a request was accepted: counted as rejected, not failed. */
@@ -31,13 +31,45 @@ export interface InferenceFigures {
     promptSeconds: number;
     /** seconds spent generating after the first token */
     generationSeconds: number;
-    tokensPerSecond: {last: number | null; average: number | null};
+    /**
+     * `recent`: generation speed over the generations that finished in the last `windowSeconds`,
+     * null when none did (idle); `last` keeps the last request's speed however old it is.
+     */
+    tokensPerSecond: {last: number | null; average: number | null; recent: number | null; windowSeconds: number};
     /** percentiles over the last `window` requests; `count` is every TTFT ever recorded */
     ttftMs: {p50: number | null; p95: number | null; samples: number; count: number};
 }
 
+/** Tokens per second of prompts and of generation over the recent window; null when nothing finished in it. */
+export interface RecentRates {
+    prompt: number | null;
+    predicted: number | null;
+}
+
+interface Finished {
+    at: number;
+    promptTokens: number;
+    promptMs: number;
+    timedTokens: number;
+    generationMs: number;
+}
+
+/** At most this many finished generations are kept for the recent rates, however short the requests. */
+const MAX_RECENT = 2000;
+
+export interface InferenceStatsOptions {
+    /** how many recent TTFTs the percentiles cover; default 200 */
+    window?: number;
+    /** the window of the recent rates; default 60 s */
+    rateWindowMs?: number;
+    now?: () => number;
+}
+
 export class InferenceStats {
     private readonly window: number;
+    private readonly rateWindowMs: number;
+    private readonly now: () => number;
+    private readonly finished: Finished[] = [];
     private completed = 0;
     private failed = 0;
     private rejected = 0;
@@ -53,9 +85,10 @@ export class InferenceStats {
     private ttftNext = 0;
     private ttftCount = 0;
 
-    /** @param window how many recent TTFTs the percentiles cover (default 200) */
-    public constructor(window = 200) {
-        this.window = window;
+    public constructor(options: InferenceStatsOptions = {}) {
+        this.window = options.window ?? 200;
+        this.rateWindowMs = options.rateWindowMs ?? 60_000;
+        this.now = options.now ?? Date.now;
     }
 
     public recordGeneration(r: GenerationRecord): void {
@@ -71,11 +104,32 @@ export class InferenceStats {
         }
         const genMs = r.totalMs - (r.ttftMs ?? r.totalMs);
         // The first token's time is in the TTFT; speed is counted over the tokens after it.
-        if (genMs > 0 && r.completionTokens > 1) {
+        const timed = genMs > 0 && r.completionTokens > 1;
+        if (timed) {
             this.generationMs += genMs;
             this.timedTokens += r.completionTokens - 1;
             this.lastTokensPerSecond = (r.completionTokens - 1) / (genMs / 1000);
         }
+        this.finished.push({at: this.now(), promptTokens: r.promptTokens, promptMs: r.ttftMs ?? 0,
+            timedTokens: timed ? r.completionTokens - 1 : 0, generationMs: timed ? genMs : 0});
+        if (this.finished.length > MAX_RECENT) this.finished.shift();
+    }
+
+    /** Prompt and generation speed over the generations that finished within the rate window. */
+    public recentRates(): RecentRates {
+        const since = this.now() - this.rateWindowMs;
+        while (this.finished.length > 0 && this.finished[0]!.at < since) this.finished.shift();
+        let promptTokens = 0, promptMs = 0, timedTokens = 0, generationMs = 0;
+        for (const f of this.finished) {
+            promptTokens += f.promptTokens;
+            promptMs += f.promptMs;
+            timedTokens += f.timedTokens;
+            generationMs += f.generationMs;
+        }
+        return {
+            prompt: promptMs > 0 ? round(promptTokens / (promptMs / 1000)) : null,
+            predicted: generationMs > 0 ? round(timedTokens / (generationMs / 1000)) : null
+        };
     }
 
     public recordError(code: string): void {
@@ -93,7 +147,9 @@ export class InferenceStats {
             promptSeconds: this.promptMs / 1000, generationSeconds: this.generationMs / 1000,
             tokensPerSecond: {
                 last: round(this.lastTokensPerSecond),
-                average: this.generationMs > 0 ? round(this.timedTokens / (this.generationMs / 1000)) : null
+                average: this.generationMs > 0 ? round(this.timedTokens / (this.generationMs / 1000)) : null,
+                recent: this.recentRates().predicted,
+                windowSeconds: Math.round(this.rateWindowMs / 1000)
             },
             ttftMs: {p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95), samples: sorted.length, count: this.ttftCount}
         };

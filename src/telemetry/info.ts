@@ -27,6 +27,8 @@ export interface InfoModel {
     threads: number;
     /** the planner's decision with every candidate and its requirement; null when the model was given by path */
     decision: unknown;
+    /** why this model, in one line: the plan's reason, or "given by model.path"; null before it is chosen */
+    reason: string | null;
 }
 
 export interface InfoMessage {

@@ -1,13 +1,17 @@
 /**
  * Prometheus text exposition (format 0.0.4) on an opt-in HTTP port, bound to 127.0.0.1 unless
- * configured otherwise. Names follow llama.cpp server's `/metrics` (`llamacpp:prompt_tokens_total`,
- * `llamacpp:tokens_predicted_total`, `llamacpp:requests_processing`, ...) with our `qwenedge:` prefix,
- * so dashboards built for llama-server carry over. Counters are read live at scrape time; host
- * gauges come from the latest health snapshot (no extra reads per scrape).
+ * configured otherwise. Names follow Prometheus's conventions (`qwen_edge_` prefix, base units,
+ * counters end in `_total`; `:` is reserved for recording rules) and, where a figure means the same,
+ * llama.cpp server's names (`llamacpp:prompt_tokens_total` is `qwen_edge_prompt_tokens_total`), so
+ * dashboards carry over with the prefix changed. Counters are read live at scrape time and exist from
+ * the start (an error code that never occurred is 0, not absent); host gauges come from the latest
+ * health snapshot; the `process_*` figures are read from /proc/self at scrape time.
  */
 import {createServer, type Server} from "node:http";
+import {WIRE_ERROR_CODES} from "../errors.js";
 import type {HealthMessage} from "./health.js";
-import type {InferenceFigures} from "./inference-stats.js";
+import type {InferenceFigures, RecentRates} from "./inference-stats.js";
+import type {ProcessFigures} from "./process-figures.js";
 import {DEVICE_STATES, type DeviceState} from "./status.js";
 
 export interface MetricsInput {
@@ -17,6 +21,8 @@ export interface MetricsInput {
     model: string;
     state: DeviceState;
     inference: InferenceFigures;
+    /** prompt and generation speed over the recent window */
+    rates: RecentRates;
     queued: number;
     running: number;
     paused: boolean;
@@ -24,9 +30,7 @@ export interface MetricsInput {
     mqtt: {connected: boolean; reconnects: number};
     /** the latest health snapshot; null before the first */
     health: HealthMessage | null;
-    processCpuSeconds: number;
-    processRssBytes: number;
-    processStartTimeSeconds: number;
+    process: ProcessFigures;
 }
 
 type MetricType = "counter" | "gauge" | "summary";
@@ -52,47 +56,51 @@ class Exposition {
     }
 }
 
+const P = "qwen_edge_";
+
 export function renderMetrics(m: MetricsInput): string {
     const e = new Exposition();
     const f = m.inference;
-    const p = "qwenedge:";
-    e.family(`${p}prompt_tokens_total`, "counter", "Number of prompt tokens processed.", f.promptTokens);
-    e.family(`${p}prompt_seconds_total`, "counter", "Prompt process time (to the first token) in seconds.", f.promptSeconds);
-    e.family(`${p}tokens_predicted_total`, "counter", "Number of generation tokens processed.", f.tokensGenerated);
-    e.family(`${p}tokens_predicted_seconds_total`, "counter", "Predict process time (after the first token) in seconds.", f.generationSeconds);
-    e.family(`${p}prompt_tokens_seconds`, "gauge", "Average prompt throughput in tokens/s.",
-        f.promptSeconds > 0 ? f.promptTokens / f.promptSeconds : null);
-    e.family(`${p}predicted_tokens_seconds`, "gauge", "Average generation throughput in tokens/s.", f.tokensPerSecond.average);
-    e.family(`${p}last_predicted_tokens_seconds`, "gauge", "Generation throughput of the last request in tokens/s.", f.tokensPerSecond.last);
-    e.family(`${p}requests_processing`, "gauge", "Number of requests processing.", m.running);
-    e.family(`${p}requests_deferred`, "gauge", "Number of requests waiting in the queue.", m.queued);
-    e.family(`${p}slots`, "gauge", "Requests that can generate at the same time.", m.parallel);
-    e.family(`${p}paused`, "gauge", "1 while new work is paused (e.g. too hot).", m.paused ? 1 : 0);
-    e.family(`${p}requests_completed_total`, "counter", "Requests answered with a generation.", f.completed);
-    e.family(`${p}requests_failed_total`, "counter", "Accepted requests answered with an error.", f.failed);
-    e.family(`${p}requests_rejected_total`, "counter", "Requests refused at intake (invalid, too large, queue full).", f.rejected);
-    e.family(`${p}request_errors_total`, "counter", "Error replies by code.",
-        Object.entries(f.errors).sort(([a], [b]) => a.localeCompare(b)).map(([code, value]) => ({labels: {code}, value})));
+    e.family(`${P}prompt_tokens_total`, "counter", "Prompt tokens processed.", f.promptTokens);
+    e.family(`${P}prompt_seconds_total`, "counter", "Time spent processing prompts (to the first token), in seconds.", f.promptSeconds);
+    e.family(`${P}tokens_predicted_total`, "counter", "Tokens generated.", f.tokensGenerated);
+    e.family(`${P}tokens_predicted_seconds_total`, "counter", "Time spent generating after the first token, in seconds.", f.generationSeconds);
+    const window = `over the requests that finished in the last ${f.tokensPerSecond.windowSeconds} s (0 when none did)`;
+    e.family(`${P}prompt_tokens_per_second`, "gauge", `Prompt processing speed in tokens per second ${window}.`, m.rates.prompt ?? 0);
+    e.family(`${P}predicted_tokens_per_second`, "gauge", `Generation speed in tokens per second ${window}.`, m.rates.predicted ?? 0);
+    e.family(`${P}requests_processing`, "gauge", "Requests generating now.", m.running);
+    e.family(`${P}requests_deferred`, "gauge", "Requests waiting in the queue.", m.queued);
+    e.family(`${P}slots`, "gauge", "Requests that can generate at the same time.", m.parallel);
+    e.family(`${P}paused`, "gauge", "1 while new work is paused (e.g. too hot).", m.paused ? 1 : 0);
+    e.family(`${P}requests_completed_total`, "counter", "Requests answered with a generation.", f.completed);
+    e.family(`${P}requests_failed_total`, "counter", "Accepted requests answered with an error.", f.failed);
+    e.family(`${P}requests_rejected_total`, "counter", "Requests refused at intake (invalid, too large, queue full).", f.rejected);
+    const codes = [...new Set<string>([...WIRE_ERROR_CODES, ...Object.keys(f.errors)])].sort();
+    e.family(`${P}request_errors_total`, "counter", "Error replies by code.", codes.map((code) => ({labels: {code}, value: f.errors[code] ?? 0})));
     const ttft: Sample[] = [];
     if (f.ttftMs.p50 !== null) ttft.push({labels: {quantile: "0.5"}, value: f.ttftMs.p50 / 1000});
     if (f.ttftMs.p95 !== null) ttft.push({labels: {quantile: "0.95"}, value: f.ttftMs.p95 / 1000});
     ttft.push({suffix: "_sum", value: f.promptSeconds}, {suffix: "_count", value: f.ttftMs.count});
-    e.family(`${p}time_to_first_token_seconds`, "summary", "Time to first token; quantiles over recent requests.", ttft);
-    e.family(`${p}status`, "gauge", "1 for the device's current state.", DEVICE_STATES.map((state) => ({labels: {state}, value: state === m.state ? 1 : 0})));
-    e.family(`${p}info`, "gauge", "Versions and the model served.",
+    e.family(`${P}time_to_first_token_seconds`, "summary", "Time to first token; quantiles over recent requests.", ttft);
+    e.family(`${P}status`, "gauge", "1 for the device's current state.", DEVICE_STATES.map((state) => ({labels: {state}, value: state === m.state ? 1 : 0})));
+    e.family(`${P}info`, "gauge", "Versions and the model served.",
         [{labels: {device: m.device, version: m.version, node_llama_cpp: m.nodeLlamaCppVersion, model: m.model}, value: 1}]);
-    e.family(`${p}mqtt_connected`, "gauge", "1 while connected to the broker.", m.mqtt.connected ? 1 : 0);
-    e.family(`${p}mqtt_reconnects_total`, "counter", "Reconnections to the broker since start.", m.mqtt.reconnects);
+    e.family(`${P}mqtt_connected`, "gauge", "1 while connected to the broker.", m.mqtt.connected ? 1 : 0);
+    e.family(`${P}mqtt_reconnects_total`, "counter", "Reconnections to the broker since start.", m.mqtt.reconnects);
     hostFamilies(e, m.health);
-    e.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", m.processCpuSeconds);
-    e.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", m.processRssBytes);
-    e.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", m.processStartTimeSeconds);
+    const p = m.process;
+    e.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", p.cpuSeconds);
+    e.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.residentBytes);
+    e.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", p.virtualBytes);
+    e.family("process_open_fds", "gauge", "Number of open file descriptors.", p.openFds);
+    e.family("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.maxFds);
+    e.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", p.startTimeSeconds);
     return e.text();
 }
 
 function hostFamilies(e: Exposition, h: HealthMessage | null): void {
     if (h === null) return;
-    const p = "qwenedge:";
+    const p = P;
     e.family(`${p}memory_total_bytes`, "gauge", "MemTotal.", h.memory.totalBytes);
     e.family(`${p}memory_available_bytes`, "gauge", "MemAvailable.", h.memory.availableBytes);
     e.family(`${p}memory_budget_bytes`, "gauge", "Headroom under the tightest memory limit minus the configured reserve.", h.memory.budgetBytes);

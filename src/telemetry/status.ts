@@ -8,6 +8,7 @@
  * published in order once the broker is reached, so a subscriber sees starting -> loading -> online
  * even when the broker came up late.
  */
+import {shortReason} from "../errors.js";
 import type {Logger} from "../log.js";
 
 export type DeviceState = "starting" | "loading" | "online" | "degraded" | "offline";
@@ -132,7 +133,8 @@ export class StatusReporter {
         const conditionNames = degradable ? [...this.conditions.keys()] : [];
         const state: DeviceState = conditionNames.length > 0 ? "degraded" : this.lifecycle.state;
         const reasons = [this.lifecycle.reason, ...conditionNames.map((n) => this.conditions.get(n))].filter((r): r is string => r !== undefined);
-        const reason = reasons.length > 0 ? reasons.join("; ") : undefined;
+        // One line for dashboards and Home Assistant's attributes; the log line that raised it has the details.
+        const reason = reasons.length > 0 ? shortReason(reasons.join("; ")) : undefined;
         const changed = state !== this.current.state || reason !== this.current.reason;
         this.current = {
             state,

@@ -9,20 +9,24 @@ import os from "node:os";
 import {basename, dirname} from "node:path";
 import type {IClientPublishOptions} from "mqtt";
 import type {QwenEdgeConfig} from "../config.js";
+import {shortReason} from "../errors.js";
+import {modelName} from "../models/catalog.js";
+import type {ModelPlan} from "../models/planner.js";
 import type {EngineStats} from "../inference/engine.js";
 import type {SchedulerStats} from "../inference/scheduler.js";
 import type {Logger} from "../log.js";
 import type {LinkStats} from "../mqtt/link.js";
 import {requestJsonSchema, type ProtocolLimits} from "../mqtt/protocol.js";
-import type {TopicLayout} from "../mqtt/topics.js";
-import {probeDevice, type DeviceFacts} from "../system/probe.js";
+import {topicLayout, type TopicLayout} from "../mqtt/topics.js";
+import {probeDevice, readTemperatureC, type DeviceFacts} from "../system/probe.js";
 import {ThrottleReader} from "../system/throttle.js";
-import {nodeLlamaCppVersion, packageVersion} from "../version.js";
+import {nodeLlamaCppVersion, packageHomepage, packageVersion} from "../version.js";
 import {HealthMonitor, HostSampler, memoryBudget, type HealthMessage, type HostSample} from "./health.js";
 import {discoveryPayload, DiscoveryPublisher, homeAssistantStatusTopic} from "./homeassistant.js";
 import {InferenceStats, type GenerationRecord} from "./inference-stats.js";
 import {buildInfo, InfoPublisher, type InfoVersions} from "./info.js";
 import {MetricsServer, renderMetrics} from "./metrics.js";
+import {readProcessFigures} from "./process-figures.js";
 import type {StatusReporter} from "./status.js";
 import {ThermalGuard} from "./thermal.js";
 
@@ -60,10 +64,15 @@ export interface TelemetryDeps {
     runVcgencmd?: () => Promise<string>;
 }
 
-/** Topics telemetry needs subscribed (Home Assistant's birth messages when discovery is on). */
+/** Topics telemetry needs subscribed: health refresh requests, and Home Assistant's birth messages when discovery is on. */
 export function telemetrySubscriptions(config: QwenEdgeConfig): Array<{filter: string; qos: 0 | 1}> {
-    return config.telemetry.homeAssistant ? [{filter: homeAssistantStatusTopic(config.telemetry.discoveryPrefix), qos: 1}] : [];
+    const layout = topicLayout(config.mqtt.baseTopic, config.device.id, config.mqtt.fleetGroup);
+    return [{filter: layout.healthRefresh, qos: 0}, {filter: layout.fleetHealthRefresh, qos: 0},
+        ...(config.telemetry.homeAssistant ? [{filter: homeAssistantStatusTopic(config.telemetry.discoveryPrefix), qos: 1 as const}] : [])];
 }
+
+/** On-demand health snapshots (`qwen-edge status`) at most this often, however many are asked for. */
+const REFRESH_MIN_INTERVAL_MS = 1000;
 
 export class Telemetry {
     public readonly inference: InferenceStats;
@@ -82,10 +91,12 @@ export class Telemetry {
     private versions: InfoVersions = {qwenEdge: "unknown", nodeLlamaCpp: "unknown", node: process.version};
     private requestSchema: object = {};
     private unsubscribeStatus: (() => void) | null = null;
+    private lastRefreshAt = 0;
 
     public constructor(deps: TelemetryDeps) {
         this.deps = deps;
-        this.inference = new InferenceStats();
+        // Tokens per second over at least two health intervals, so every finished request shows in a snapshot.
+        this.inference = new InferenceStats({rateWindowMs: Math.max(60, 2 * this.intervalSeconds) * 1000});
     }
 
     public get intervalSeconds(): number {
@@ -126,11 +137,15 @@ export class Telemetry {
             onError: (err) => log.warn("info publish failed", {message: err.message})
         });
         if (t.homeAssistant) {
+            // A host without a readable thermal zone at start gets no Temperature entity at all.
+            const temperature = await readTemperatureC(root) !== null;
+            const supportUrl = packageHomepage();
             this.discovery = new DiscoveryPublisher({
                 topic: layout.discovery(t.discoveryPrefix), publish: publishRetained, connected: () => this.deps.link.connected,
                 payload: () => discoveryPayload({
                     device: layout.device, prefix: t.discoveryPrefix, topics: {status: layout.status, info: layout.info, health: layout.health},
-                    version: this.versions.qwenEdge, board: this.facts?.board.model ?? null, arch: process.arch, intervalSeconds: this.intervalSeconds
+                    version: this.versions.qwenEdge, model: this.facts?.board.model ?? this.facts?.cpu.model ?? null,
+                    manufacturer: this.facts?.board.vendor ?? null, temperature, supportUrl, intervalSeconds: this.intervalSeconds
                 }),
                 onError: (err) => log.warn("home assistant discovery publish failed", {message: err.message})
             });
@@ -168,7 +183,7 @@ export class Telemetry {
     /** True for messages telemetry consumes (Home Assistant's birth message); the daemon hands them over. */
     public handles(topic: string): boolean {
         const t = this.deps.config.telemetry;
-        return t.homeAssistant && topic === homeAssistantStatusTopic(t.discoveryPrefix);
+        return this.isRefresh(topic) || (t.homeAssistant && topic === homeAssistantStatusTopic(t.discoveryPrefix));
     }
 
     /**
@@ -178,8 +193,20 @@ export class Telemetry {
      */
     public async onMessage(topic: string, payload: Buffer): Promise<void> {
         if (!this.handles(topic)) return;
+        if (this.isRefresh(topic)) {
+            const now = Date.now();
+            if (now - this.lastRefreshAt < REFRESH_MIN_INTERVAL_MS) return;
+            this.lastRefreshAt = now;
+            this.deps.log.debug("health snapshot asked for", {topic});
+            this.monitor?.now();
+            return;
+        }
         this.deps.log.info("home assistant status", {payload: payload.toString("utf8").slice(0, 16)});
         void this.discovery?.onHomeAssistantStatus(payload);
+    }
+
+    private isRefresh(topic: string): boolean {
+        return topic === this.deps.layout.healthRefresh || topic === this.deps.layout.fleetHealthRefresh;
     }
 
     public recordGeneration(record: GenerationRecord): void {
@@ -261,10 +288,11 @@ export class Telemetry {
     private buildInfo(): ReturnType<typeof buildInfo> {
         const {config: c, layout, limits} = this.deps;
         const engine = this.deps.engineStats();
+        const decision = this.deps.modelDecision?.() ?? null;
         return buildInfo({
             device: layout.device, versions: this.versions, facts: this.facts,
             model: {name: this.deps.modelName(), file: basename(this.deps.modelPath()), sizeBytes: this.modelSize(), state: this.deps.modelState(),
-                threads: this.deps.threads, decision: this.deps.modelDecision?.() ?? null},
+                threads: this.deps.threads, decision, reason: modelReason(decision, this.deps.modelPath(), this.deps.modelName())},
             limits: {maxQueue: c.inference.maxQueue, parallel: c.inference.parallel, contextSize: engine.contextSize,
                 maxPayloadBytes: limits.maxPayloadBytes, maxTokensCap: limits.maxTokensCap, defaultMaxTokens: limits.defaultMaxTokens,
                 maxTimeoutMs: limits.maxTimeoutMs, defaultTimeoutMs: limits.defaultTimeoutMs, maxStopSequences: limits.maxStopSequences,
@@ -279,15 +307,22 @@ export class Telemetry {
     private renderMetrics(): string {
         const s = this.deps.schedulerStats();
         const link = this.deps.link.stats();
-        const cpu = process.cpuUsage();
         return renderMetrics({
             device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.deps.modelName(),
             state: this.deps.status.status.state, inference: this.inference.figures(), queued: s.queued, running: s.running, paused: s.paused,
             parallel: this.deps.config.inference.parallel, mqtt: {connected: link.connected, reconnects: link.reconnects}, health: this.lastHealth,
-            processCpuSeconds: (cpu.user + cpu.system) / 1e6, processRssBytes: process.memoryUsage.rss(),
-            processStartTimeSeconds: Math.round(Date.now() / 1000 - process.uptime())
+            rates: this.inference.recentRates(), process: readProcessFigures()
         });
     }
+}
+
+/** Why this model, in one line: the planner's reason, or the configured path. */
+function modelReason(decision: unknown, modelPath: string, running: string): string | null {
+    const plan = decision as Pick<ModelPlan, "reason" | "choice"> | null;
+    if (typeof plan?.reason !== "string") return modelPath !== "" && decision === null ? "given by model.path" : null;
+    const planned = plan.choice ? modelName(plan.choice.variant, plan.choice.quant) : running;
+    return shortReason(planned === running || running === "" ? plan.reason
+        : `${running} runs instead of the planned ${planned} (the status says why); the plan: ${plan.reason}`);
 }
 
 /** What the telemetry reports when the probe failed: Node's own view of the machine. */
@@ -296,6 +331,6 @@ function fallbackFacts(): DeviceFacts {
         memory: {totalBytes: os.totalmem(), availableBytes: os.freemem(), freeBytes: os.freemem(), swapTotalBytes: 0, swapFreeBytes: 0,
             cgroup: {version: null, limitBytes: null, usageBytes: null, inactiveFileBytes: null, headroomBytes: null}, constrainedBytes: null},
         cpu: {logical: os.cpus().length, available: os.availableParallelism(), quota: null, physicalCores: null, model: null},
-        board: {arch: process.arch, simd: [], model: null, isRaspberryPi: false}
+        board: {arch: process.arch, simd: [], model: null, vendor: null, isRaspberryPi: false}
     };
 }

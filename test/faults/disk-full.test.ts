@@ -106,9 +106,8 @@ describe("faults: the disk fills during a download", () => {
         const d = daemon;
         const plan = await d.waitForLog("model plan", (l) => l.message === "model plan", 30_000);
         assert.equal(plan.choice, "Qwen3.5-2B-Q4_K_M", `the planner must pick 2B: ${JSON.stringify(plan)}`);
-        // winston appends the error's own `message` field to the line's message
-        const failed = await d.waitForLog("2B candidate failed", (l) => String(l.message).startsWith("model candidate failed"), 60_000);
-        const problem = String(failed.message).replace(/^model candidate failed\s*/, "");
+        const failed = await d.waitForLog("2B candidate failed", (l) => l.message === "model candidate failed", 60_000);
+        const problem = String(failed.error);
         const status = await client.waitFor("status after the fallback", (m) => m.topic === `qwen-edge/${DEVICE}/status` && m.at >= startedAt
             && (m.json?.state === "online" || m.json?.state === "degraded") && ((m.json?.reason as string | undefined) ?? "").includes("disk full"), 30_000);
         const servingAt = status.at;

@@ -114,6 +114,29 @@ describe("daemon core over a real broker", () => {
         assert.ok(!all.includes(SCRIPTED_ANSWER), "completion text in the log");
     });
 
+    it("`qwen-edge status` shows live counters, not the last 30-second snapshot", async () => {
+        const completed = async (): Promise<{at: number; completed: number; stderr: string}> => {
+            const cli = runCli(["status", "--device", DEVICE, "--json", "--mqtt-url", broker.url]);
+            assert.equal((await cli.exited).code, 0, cli.stderr());
+            const view = JSON.parse(cli.stdout()) as {health: {at: string; inference: {completed: number}}};
+            return {at: Date.parse(view.health.at), completed: view.health.inference.completed, stderr: cli.stderr()};
+        };
+        const before = await completed();
+        await new Promise((r) => setTimeout(r, 1100)); // the daemon answers one refresh a second
+        for (const id of ["live-1", "live-2", "live-3"]) {
+            await client.publish(`${BASE}/request`, JSON.stringify({id, prompt: "hi", maxTokens: 8, replyTo: `replies/${id}`}));
+            await client.waitFor(`reply to ${id}`, (m) => m.topic === `replies/${id}`);
+        }
+        const answeredAt = Date.now();
+        const now = await completed();
+        assert.equal(now.completed, before.completed + 3, "the three answers are counted (the daemon's interval is 30 s)");
+        assert.ok(now.at >= answeredAt - 50, `a snapshot taken after the answers: ${new Date(now.at).toISOString()}`);
+        assert.equal(now.stderr, "", "no log lines");
+        const table = runCli(["status", "--mqtt-url", broker.url]);
+        assert.equal((await table.exited).code, 0, table.stderr());
+        assert.match(table.stdout(), new RegExp(`^${DEVICE}\\s+online\\s.*\\s[0-2]s\\s*$`, "m"), "health age of a second or two");
+    });
+
     it("publishes retained offline on SIGTERM and exits 0", async () => {
         const exit = await daemon.term();
         assert.deepEqual(exit, {code: 0, signal: null});

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {createReadStream} from "node:fs";
-import {mkdir, stat} from "node:fs/promises";
+import {copyFile, mkdir, stat, writeFile} from "node:fs/promises";
 import {createServer, type Server} from "node:http";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
@@ -96,19 +96,70 @@ describe("choosing and provisioning the model", () => {
     it("offline with no file: degraded with a reason naming the file, requests answered model_unavailable, no exit", async () => {
         const empty = join(work.path, "empty-models");
         const daemon = spawnDaemon({brokerUrl: broker.url, modelPath: "", deviceId: "choice-c", stateDir: join(work.path, "state-c"),
-            args: ["--model-dir", empty, "--model-download", "false", "--model-variant", "0.8b"]});
+            args: ["--model-dir", empty, "--model-download", "false", "--model-variant", "0.8b", "--log-level", "info"]});
         try {
             const degraded = await client.waitFor("choice-c degraded", (m) => m.topic === "qwen-edge/choice-c/status" && m.json?.state === "degraded");
-            assert.match(String(degraded.json?.reason), /Qwen3\.5-0\.8B-Q4_K_M\.gguf/);
-            assert.ok(String(degraded.json?.reason).includes(empty), "names the directory");
+            const reason = String(degraded.json?.reason);
+            assert.match(reason, /Qwen3\.5-0\.8B-Q4_K_M\.gguf/);
+            assert.ok(reason.includes(empty), "names the directory");
+            assert.ok(reason.length <= 300 && !reason.includes("\n"), `one line of at most 300 characters: ${reason.length}`);
             await client.subscribe("r/choice-c");
             await client.publish("qwen-edge/choice-c/request", JSON.stringify({id: "no-model", prompt: "hi", replyTo: "r/choice-c"}));
             const reply = await client.waitFor("model_unavailable reply", (m) => m.topic === "r/choice-c");
-            assert.equal((reply.json?.error as {code: string}).code, "model_unavailable");
+            const error = reply.json?.error as {code: string; message: string};
+            assert.equal(error.code, "model_unavailable");
+            assert.ok(error.message.length <= 300, `reply message of ${error.message.length} characters`);
             assert.equal(daemon.child.exitCode, null, "still running");
+            // An expected condition at info level: the error's text under `error`, no stack trace.
+            const failed = await daemon.waitForLog("model failed to load", (l) => l.message === "model failed to load; answering model_unavailable");
+            assert.match(String(failed.error), /no model file: place Qwen3\.5-0\.8B-Q4_K_M\.gguf in /);
+            assert.deepEqual(daemon.logs.filter((l) => "stack" in l), [], "no stack traces at info level");
+            assert.equal(daemon.stdout().includes("    at "), false);
         } finally {
             await daemon.kill();
         }
+    });
+
+    it("offline with a smaller model placed by hand: online, the plan's reason in the info, first lines in words", async () => {
+        const placed = join(work.path, "placed-models");
+        await mkdir(placed);
+        await copyFile(join(modelsDir, fileFor("2B")), join(placed, fileFor("2B")));
+        const daemon = spawnDaemon({brokerUrl: broker.url, modelPath: "", deviceId: "choice-e", stateDir: join(work.path, "state-e"),
+            args: ["--model-dir", placed, "--model-download", "false", "--inference-context-size", "1024"]});
+        try {
+            const online = await client.waitFor("choice-e online", (m) => m.topic === "qwen-edge/choice-e/status" && m.json?.state === "online", 60_000);
+            assert.equal(online.json?.reason, undefined);
+            const info = await client.waitFor("choice-e info with the model ready", (m) => m.topic === "qwen-edge/choice-e/info"
+                && (m.json?.model as {state?: string} | undefined)?.state === "ready");
+            const model = info.json?.model as {name: string; reason: string; decision: {reason: string; downloads: boolean}};
+            assert.equal(model.name, "Qwen3.5-2B-Q4_K_M");
+            assert.match(model.reason, /^Qwen3\.5-2B-Q4_K_M is the largest present model that fits: .*; Qwen3\.5-9B-Q4_K_M would fit but downloads are off/);
+            assert.equal(model.decision.reason, model.reason);
+            assert.equal(model.decision.downloads, false);
+            const states = client.received.filter((m) => m.topic === "qwen-edge/choice-e/status").map((m) => m.json?.state);
+            assert.equal(states.includes("degraded"), false, `never degraded: ${states.join(", ")}`);
+            const [first, requests, status] = daemon.logs.filter((l) => l.level === "info");
+            assert.deepEqual([first?.message, first?.device], ["qwen-edge starting", "choice-e"]);
+            assert.equal(requests?.message, "device \"choice-e\": send requests to qwen-edge/choice-e/request, or to qwen-edge/fleet/request for any device of the fleet");
+            assert.match(String(status?.message), /^status is published \(retained\) on qwen-edge\/choice-e\/status/);
+            const chosen = await daemon.waitForLog("model chosen", (l) => l.message === "model chosen");
+            assert.deepEqual([chosen.model, chosen.reason], ["Qwen3.5-2B-Q4_K_M", model.reason]);
+        } finally {
+            assert.equal((await daemon.term()).code, 0);
+        }
+    });
+
+    it("model.path that does not exist or is not a GGUF: exit 2 naming the path, before connecting", async () => {
+        const typo = join(work.path, "Qwen3.5-0.8B-Q4_K_N.gguf");
+        const missing = spawnDaemon({brokerUrl: broker.url, modelPath: typo, deviceId: "choice-f", stateDir: join(work.path, "state-f")});
+        assert.deepEqual(await missing.exited, {code: 2, signal: null});
+        assert.equal(missing.stderr(), `qwen-edge: configuration error:\n  model.path: ${typo} does not exist\n`);
+        assert.equal(missing.logs.some((l) => l.message === "mqtt connected"), false);
+        const page = join(work.path, "page.gguf");
+        await writeFile(page, "<!doctype html><title>Not Found</title>\n");
+        const notGguf = spawnDaemon({brokerUrl: broker.url, modelPath: page, deviceId: "choice-f", stateDir: join(work.path, "state-f")});
+        assert.deepEqual(await notGguf.exited, {code: 2, signal: null});
+        assert.match(notGguf.stderr(), new RegExp(`model\\.path: ${page.replace(/[.]/g, "\\.")} is not a GGUF file`));
     });
 
     it("downloads the chosen model from a Hugging Face endpoint with progress in the status", async () => {

@@ -5,6 +5,7 @@
  * message), /metrics, and `qwen-edge status`.
  */
 import assert from "node:assert/strict";
+import {spawnSync} from "node:child_process";
 import {readFileSync} from "node:fs";
 import {after, before, describe, it} from "node:test";
 import {freePort, startBroker, type Broker} from "../support/broker.js";
@@ -12,12 +13,16 @@ import {runCli, spawnDaemon, tempDir, type DaemonProcess} from "../support/daemo
 import {parseExposition} from "../support/exposition.js";
 import type {InfoMessage} from "../../src/telemetry/info.js";
 import {assertHealthShape} from "../support/health-shape.js";
+import {discoveryProblems, entityStates, jinjaMissing} from "../support/home-assistant.js";
+import {probeDevice, readTemperatureC} from "../../src/system/probe.js";
 import {TestClient} from "../support/mqtt-client.js";
 import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
 
 const DEVICE = "tele-test";
 const BASE = `qwen-edge/${DEVICE}`;
 const DISCOVERY = `homeassistant/device/${DEVICE}/config`;
+/** promtool (Debian's prometheus package) checks the live /metrics where it is installed; .ci/run installs it. */
+const promtool = spawnSync("promtool", ["--version"]).status === 0;
 const VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {version: string}).version;
 
 void describe("telemetry over a real broker", () => {
@@ -113,10 +118,15 @@ void describe("telemetry over a real broker", () => {
 
     void it("announces the device to Home Assistant, and again when Home Assistant comes online", async () => {
         const first = await client.waitFor("retained discovery config", (m) => m.topic === DISCOVERY);
-        const j = first.json as {dev: {ids: string[]}; o: {name: string}; cmps: Record<string, {p: string; unique_id: string; state_topic: string}>};
+        const j = first.json as {dev: {ids: string[]; mdl?: string}; o: {name: string}; cmps: Record<string, {p: string; unique_id: string; state_topic: string}>};
+        assert.deepEqual(discoveryProblems(j), [], "Home Assistant's device-discovery schema");
         assert.ok(j.dev.ids.length > 0);
         assert.equal(j.o.name, "qwen-edge");
-        for (const key of ["state", "model", "tokens_per_second", "queue", "temperature", "memory_available"]) assert.ok(j.cmps[key], key);
+        const facts = await probeDevice();
+        assert.equal(j.dev.mdl, facts.board.model ?? facts.cpu.model ?? undefined, "the board, else the CPU: what this machine is");
+        for (const key of ["state", "model", "tokens_per_second", "queue", "memory_available", "throttled"]) assert.ok(j.cmps[key], key);
+        const thermal = await readTemperatureC() !== null;
+        assert.equal("temperature" in j.cmps, thermal, thermal ? "a Temperature entity: this host has a thermal zone" : "no Temperature entity: no thermal zone here");
         const before = client.received.filter((m) => m.topic === DISCOVERY).length;
         await client.publish("homeassistant/status", "online", {qos: 0});
         await client.waitFor("discovery re-sent after homeassistant/status online",
@@ -131,15 +141,42 @@ void describe("telemetry over a real broker", () => {
         }
     });
 
-    void it("serves /metrics on 127.0.0.1 in the exposition format", async () => {
+    void it("shows in Home Assistant what the host can tell: unknown where it cannot, tokens/s only while recent", {skip: jinjaMissing}, async () => {
+        const discovery = client.received.find((m) => m.topic === DISCOVERY && m.json !== null)?.json as unknown as {cmps: Record<string, Record<string, unknown>>};
+        const healths = client.received.filter((m) => m.topic === `${BASE}/health`);
+        const before = healths.find((m) => (m.json as {inference: {completed: number}}).inference.completed === 0);
+        const afterRequest = await client.waitFor("a health message counting the request", (m) => m.topic === `${BASE}/health`
+            && (m.json as {inference: {completed: number}}).inference.completed >= 1, 5000);
+        assert.ok(before, "a health message from before the first request");
+        const idle = entityStates(discovery, {[`${BASE}/health`]: before.text});
+        assert.equal(idle.tokens_per_second, "unknown", "no request finished yet: unknown, not 0 or a stale figure");
+        const throttling = (before.json as {cpu: {throttling: {now: {any: boolean}} | null}}).cpu.throttling;
+        assert.equal(idle.throttled, throttling === null ? "unknown" : throttling.now.any ? "on" : "off");
+        const busy = entityStates(discovery, {[`${BASE}/health`]: afterRequest.text});
+        assert.ok(Number(busy.tokens_per_second) > 0, `tokens/s after a request: ${busy.tokens_per_second}`);
+        const status = client.received.filter((m) => m.topic === `${BASE}/status`).at(-1)!;
+        assert.equal(entityStates(discovery, {[`${BASE}/status`]: status.text}).state, "online");
+    });
+
+    void it("serves /metrics on 127.0.0.1 in the exposition format, clean for promtool", async () => {
         const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, {signal: AbortSignal.timeout(5000)});
         assert.equal(res.status, 200);
-        const families = parseExposition(await res.text());
-        assert.ok((families.get("qwenedge:requests_completed_total")?.samples[0]?.value ?? 0) >= 1);
-        assert.ok((families.get("qwenedge:tokens_predicted_total")?.samples[0]?.value ?? 0) > 0);
-        assert.equal(families.get("qwenedge:status")?.samples.find((s) => s.labels.state === "online")?.value, 1);
-        assert.equal(families.get("qwenedge:mqtt_connected")?.samples[0]?.value, 1);
-        assert.ok(families.has("qwenedge:memory_available_bytes"));
+        const text = await res.text();
+        const families = parseExposition(text);
+        assert.ok((families.get("qwen_edge_requests_completed_total")?.samples[0]?.value ?? 0) >= 1);
+        assert.ok((families.get("qwen_edge_tokens_predicted_total")?.samples[0]?.value ?? 0) > 0);
+        assert.ok((families.get("qwen_edge_predicted_tokens_per_second")?.samples[0]?.value ?? 0) > 0, "a request finished within the window");
+        assert.equal(families.get("qwen_edge_status")?.samples.find((s) => s.labels.state === "online")?.value, 1);
+        assert.equal(families.get("qwen_edge_mqtt_connected")?.samples[0]?.value, 1);
+        assert.equal(families.get("qwen_edge_request_errors_total")?.samples.find((s) => s.labels.code === "queue_full")?.value, 0);
+        assert.ok(families.has("qwen_edge_memory_available_bytes"));
+        const fds = families.get("process_open_fds")?.samples[0]?.value ?? 0;
+        assert.ok(fds > 3 && fds < (families.get("process_max_fds")?.samples[0]?.value ?? 0), `open fds ${fds}`);
+        if (promtool) {
+            const check = spawnSync("promtool", ["check", "metrics"], {input: text, encoding: "utf8"});
+            assert.equal(`${check.stdout}${check.stderr}`, "", "promtool check metrics says nothing");
+            assert.equal(check.status, 0);
+        }
     });
 
     void it("`qwen-edge status` prints every device, or one, as JSON; exits 4 for an unknown device", async () => {

@@ -36,6 +36,7 @@ export function assertHealthShape(message: unknown): HealthMessage {
         ["inference.paused", "boolean"], ["inference.completed", "number"], ["inference.failed", "number"], ["inference.rejected", "number"],
         ["inference.promptTokens", "number"], ["inference.tokensGenerated", "number"],
         ["inference.tokensPerSecond.last", "number|null"], ["inference.tokensPerSecond.average", "number|null"],
+        ["inference.tokensPerSecond.recent", "number|null"], ["inference.tokensPerSecond.windowSeconds", "number"],
         ["inference.ttftMs.p50", "number|null"], ["inference.ttftMs.p95", "number|null"], ["inference.ttftMs.samples", "number"],
         ["inference.ttftMs.count", "number"],
         ["mqtt.connected", "boolean"], ["mqtt.reconnects", "number"], ["mqtt.lastConnectAt", "string|null"],

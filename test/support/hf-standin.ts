@@ -21,7 +21,16 @@ export interface HfFile {
     data: Buffer;
 }
 
-export async function startHfStandIn(files: HfFile[], options: {beforeBody?: (file: HfFile, start: number, length: number) => Promise<void>} = {}): Promise<HfStandIn> {
+export interface HfStandInOptions {
+    beforeBody?: (file: HfFile, start: number, length: number) => Promise<void>;
+    /**
+     * Send bodies in pieces of `chunkBytes` every `intervalMs` (a slow link) instead of at once; with
+     * `when`, only for requests whose Range header ("" when none) it accepts.
+     */
+    throttle?: {chunkBytes: number; intervalMs: number; when?: (range: string, size: number) => boolean};
+}
+
+export async function startHfStandIn(files: HfFile[], options: HfStandInOptions = {}): Promise<HfStandIn> {
     const requests: string[] = [];
     const sha = new Map(files.map((f) => [f, createHash("sha256").update(f.data).digest("hex")]));
     const server = http.createServer((req, res) => {
@@ -49,7 +58,22 @@ export async function startHfStandIn(files: HfFile[], options: {beforeBody?: (fi
         const send = (): void => {
             res.writeHead(m ? 206 : 200, headers);
             if (req.method === "HEAD") res.end();
-            else res.end(body);
+            else if (!options.throttle || body.length <= 1 || options.throttle.when?.(req.headers.range ?? "", size) === false) res.end(body);
+            else {
+                const {chunkBytes, intervalMs} = options.throttle;
+                let at = 0;
+                const next = (): void => {
+                    if (res.destroyed) return;
+                    const piece = body.subarray(at, at + chunkBytes);
+                    at += piece.length;
+                    if (at >= body.length) res.end(piece);
+                    else {
+                        res.write(piece);
+                        setTimeout(next, intervalMs);
+                    }
+                };
+                next();
+            }
         };
         // not for 1-byte size probes
         if (req.method === "GET" && body.length > 1 && options.beforeBody) {

@@ -1,8 +1,8 @@
 /**
  * The fault suite's collector. Each fault or load case records what was injected, what was observed
- * and its figures into one JSON file per case; `reliability-report.ts` turns the files into
- * docs/RELIABILITY.md after the suite. Files, not memory: node --test runs every test file in its
- * own process.
+ * and its figures into one JSON file per case; `reliability-report.ts` turns the files into the
+ * report after the suite (dist/test-results/RELIABILITY.md; docs/RELIABILITY.md with `npm run
+ * reliability:report`). Files, not memory: node --test runs every test file in its own process.
  */
 import {mkdirSync, writeFileSync} from "node:fs";
 import {join} from "node:path";

@@ -9,6 +9,7 @@ import {
 import {defaultReserveBytes, formatBytes, parseSize, planModel, renderPlan, type ModelPlan, type PlanInput} from "../../src/models/planner.js";
 import {probeDevice, type MemoryFacts} from "../../src/system/probe.js";
 import {ConfigError} from "../../src/errors.js";
+import {fallbackOrder} from "../../src/models/select.js";
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "../../../test/fixtures/sysfs");
 const MiB = 1024 * 1024;
@@ -182,6 +183,42 @@ describe("plan output", () => {
         assert.ok(text.includes("Choice: Qwen3.5-4B-Q4_K_M (hf:unsloth/Qwen3.5-4B-GGUF/Qwen3.5-4B-Q4_K_M.gguf)"));
         assert.ok(text.endsWith(plan.reason));
         assert.match(renderPlan(override(256 * MiB)), /Choice: none\nNothing fits/);
+    });
+});
+
+describe("planModel with what is in model.dir", () => {
+    const q4 = (v: string): string => `Qwen3.5-${v}-Q4_K_M`;
+
+    it("downloads off: the largest present model that fits is the choice, with the larger one named in the reason", () => {
+        const plan = override(16 * GiB, {quantPreference: ["Q4_K_M"], provisioning: {download: false, present: [q4("0.8B"), q4("2B")]}});
+        assert.equal(plan.choice?.variant, "2b", plan.reason);
+        assert.equal(plan.downloads, false);
+        assert.match(plan.reason, /^Qwen3\.5-2B-Q4_K_M is the largest present model that fits: it needs .* Qwen3\.5-9B-Q4_K_M would fit but downloads are off \(model\.download: false\)\.$/);
+        const nine = plan.candidates.find((c) => c.variant === "9b" && c.quant === "Q4_K_M")!;
+        assert.equal(nine.present, false);
+        assert.match(nine.reason, /fits \(needs .*\), but its file is not in model\.dir and downloads are off/);
+        assert.deepEqual(fallbackOrder(plan).map((c) => c.variant), ["2b", "0.8b"], "only present models to fall back to");
+        assert.match(renderPlan(plan), /^ {2}> Qwen3\.5-2B-Q4_K_M .* yes +yes +catalog$/m);
+    });
+
+    it("downloads off and nothing there: the largest that fits, saying its file is missing; no fallback to missing files", () => {
+        const plan = override(16 * GiB, {quantPreference: ["Q4_K_M"], provisioning: {download: false, present: []}});
+        assert.equal(plan.choice?.variant, "9b");
+        assert.match(plan.reason, /Its file is not in model\.dir and downloads are off \(model\.download: false\)\.$/);
+        assert.deepEqual(fallbackOrder(plan).map((c) => c.variant), ["9b"]);
+    });
+
+    it("downloads off: a present model that does not fit is not chosen", () => {
+        const plan = override(2 * GiB, {quantPreference: ["Q4_K_M"], provisioning: {download: false, present: [q4("9B"), q4("0.8B")]}});
+        assert.equal(plan.choice?.variant, "0.8b", plan.reason);
+        assert.match(plan.reason, /Qwen3\.5-2B-Q4_K_M would fit but downloads are off/);
+    });
+
+    it("downloads on: what is on disk does not change the choice (the rest can be fetched)", () => {
+        const plan = override(16 * GiB, {quantPreference: ["Q4_K_M"], provisioning: {download: true, present: [q4("2B")]}});
+        assert.equal(plan.choice?.variant, "9b");
+        assert.match(plan.reason, /^Qwen3\.5-9B-Q4_K_M is the largest model that fits/);
+        assert.equal(fallbackOrder(plan).length, 4, "any smaller model can still be downloaded");
     });
 });
 

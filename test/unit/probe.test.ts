@@ -39,7 +39,7 @@ describe("probeDevice on recorded trees", () => {
         assert.equal(facts.memory.cgroup.usageBytes, 104_226_816, "usage of the service's own cgroup");
         assert.equal(facts.memory.constrainedBytes, null, "a recorded tree never reports this process's constraint");
         assert.deepEqual(facts.cpu, {logical: 4, available: 4, quota: null, physicalCores: null, model: "ARM Cortex-A72"});
-        assert.deepEqual(facts.board, {arch: "arm64", simd: [], model: "Raspberry Pi 4 Model B Rev 1.4", isRaspberryPi: true});
+        assert.deepEqual(facts.board, {arch: "arm64", simd: [], model: "Raspberry Pi 4 Model B Rev 1.4", vendor: "Raspberry Pi Ltd", isRaspberryPi: true});
         assert.equal(await readTemperatureC(root), 48.686);
     });
 
@@ -54,7 +54,7 @@ describe("probeDevice on recorded trees", () => {
         });
         assert.deepEqual(facts.cpu, {logical: 8, available: 2, quota: 1.5, physicalCores: null, model: "Intel(R) Core(TM) i7-10510U CPU @ 1.80GHz"});
         assert.equal(defaultThreads(facts.cpu), 2, "generation threads follow the quota, not the 8 CPUs");
-        assert.deepEqual(facts.board, {arch: "x64", simd: ["avx2"], model: null, isRaspberryPi: false});
+        assert.deepEqual(facts.board, {arch: "x64", simd: ["avx2"], model: null, vendor: null, isRaspberryPi: false});
         assert.equal(await readTemperatureC(root), null, "no thermal zones in the tree");
     });
 
@@ -95,7 +95,7 @@ describe("probeDevice on scratch trees", () => {
             version: null, limitBytes: null, usageBytes: null, inactiveFileBytes: null, headroomBytes: null, swapLimitBytes: null, path: null
         });
         assert.deepEqual(facts.cpu, {logical: 1, available: 1, quota: null, physicalCores: null, model: null});
-        assert.deepEqual(facts.board, {arch: "unknown", simd: [], model: null, isRaspberryPi: false});
+        assert.deepEqual(facts.board, {arch: "unknown", simd: [], model: null, vendor: null, isRaspberryPi: false});
         assert.equal(await readTemperatureC(root), null);
     }));
 
@@ -147,6 +147,23 @@ describe("probeDevice on scratch trees", () => {
         assert.equal(parseCpuList(""), null);
         assert.equal(parseCpuList("3-1"), null);
         assert.equal(parseCpuList(undefined), null);
+    });
+});
+
+describe("the board: what the machine is, and who made it", () => {
+    const x86 = {"proc/cpuinfo": "processor\t: 0\nmodel name\t: Intel(R) Core(TM) i5-8500T CPU @ 2.10GHz\nflags\t\t: fpu lm\n"};
+
+    it("takes the DMI product name and vendor of a PC", async () => {
+        await withTree({...x86, "sys/class/dmi/id/product_name": "ThinkCentre M720q\n", "sys/class/dmi/id/sys_vendor": "LENOVO\n"}, async (root) => {
+            const facts = await probeDevice({root});
+            assert.deepEqual(facts.board, {arch: "x64", model: "ThinkCentre M720q", vendor: "LENOVO", isRaspberryPi: false});
+            assert.equal(facts.cpu.model, "Intel(R) Core(TM) i5-8500T CPU @ 2.10GHz");
+        });
+    });
+
+    it("leaves out what firmware filled with placeholders", async () => {
+        await withTree({...x86, "sys/class/dmi/id/product_name": "To Be Filled By O.E.M.\n", "sys/class/dmi/id/sys_vendor": "System manufacturer\n"},
+            async (root) => assert.deepEqual((await probeDevice({root})).board, {arch: "x64", model: null, vendor: null, isRaspberryPi: false}));
     });
 });
 

@@ -281,7 +281,7 @@ describe("provisionModel", () => {
         await writeFile(file, SMALL.subarray(0, SMALL.length - 4096));
         const err = await rejection(provisionModel(target(server.url), options(dir, {allowDownload: false})));
         assert.ok(err instanceof ModelFileError && err.reason === "truncated", String(err));
-        assert.match(err.message, /moved aside to Tiny-Q4\.gguf\.corrupt-.*place a good copy of Tiny-Q4\.gguf in /);
+        assert.match(err.message, /\/Tiny-Q4\.gguf: .*; moved aside as Tiny-Q4\.gguf\.corrupt-\S+: place a good copy there or allow downloads$/);
         assert.equal(server.requests.length, 0);
 
         await writeFile(file, SMALL.subarray(0, SMALL.length - 4096));

@@ -112,8 +112,8 @@ void describe("thermal guard", () => {
 
 void describe("inference figures", () => {
     void it("counts tokens, speeds and TTFT percentiles, and tells failures from rejections", () => {
-        const stats = new InferenceStats(4);
-        assert.deepEqual(stats.figures().tokensPerSecond, {last: null, average: null});
+        const stats = new InferenceStats({window: 4});
+        assert.deepEqual(stats.figures().tokensPerSecond, {last: null, average: null, recent: null, windowSeconds: 60});
         stats.recordGeneration({promptTokens: 10, completionTokens: 11, ttftMs: 100, totalMs: 600});
         stats.recordGeneration({promptTokens: 5, completionTokens: 21, ttftMs: 300, totalMs: 1300});
         stats.recordGeneration({promptTokens: 5, completionTokens: 0, ttftMs: null, totalMs: 50});
@@ -132,9 +132,24 @@ void describe("inference figures", () => {
     });
 
     void it("keeps percentiles over the last window only", () => {
-        const stats = new InferenceStats(3);
+        const stats = new InferenceStats({window: 3});
         for (const ttft of [1000, 1000, 1000, 10, 20, 30]) stats.recordGeneration({promptTokens: 1, completionTokens: 1, ttftMs: ttft, totalMs: ttft});
         assert.deepEqual(stats.figures().ttftMs, {p50: 20, p95: 30, samples: 3, count: 6});
+    });
+
+    void it("gives speeds over the recent window: null when idle, the last request's speed kept apart", () => {
+        let now = 1_000_000;
+        const stats = new InferenceStats({rateWindowMs: 60_000, now: () => now});
+        assert.deepEqual(stats.recentRates(), {prompt: null, predicted: null});
+        stats.recordGeneration({promptTokens: 100, completionTokens: 11, ttftMs: 500, totalMs: 1500});
+        now += 30_000;
+        stats.recordGeneration({promptTokens: 50, completionTokens: 31, ttftMs: 500, totalMs: 2500});
+        assert.deepEqual(stats.recentRates(), {prompt: 150, predicted: 13.33}, "150 prompt tokens in 1 s; 40 tokens in 3 s");
+        now += 45_000;
+        assert.deepEqual(stats.recentRates(), {prompt: 100, predicted: 15}, "the first request left the window");
+        now += 60_000;
+        const idle = stats.figures().tokensPerSecond;
+        assert.deepEqual(idle, {last: 15, average: 13.33, recent: null, windowSeconds: 60}, "idle: recent is unknown, last stays");
     });
 
     void it("takes nearest-rank percentiles", () => {

@@ -15,6 +15,8 @@ void describe("topicLayout", () => {
             status: "qwen-edge/pi-kitchen/status",
             info: "qwen-edge/pi-kitchen/info",
             health: "qwen-edge/pi-kitchen/health",
+            healthRefresh: "qwen-edge/pi-kitchen/health/refresh",
+            fleetHealthRefresh: "qwen-edge/fleet/health/refresh",
             fleetRequest: "$share/fleet/qwen-edge/fleet/request",
             discovery: undefined
         });
