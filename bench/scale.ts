@@ -133,7 +133,10 @@ async function measure(variant: ModelVariant, o: Options, brokerUrl: string, cli
         "--inference-threads", String(o.threads), "--inference-temperature", "0", "--inference-max-payload-bytes", "262144",
         "--log-level", "info"]});
     try {
-        await client.waitFor(`${device} online`, (m) => m.topic === `${base}/status` && m.json?.state === "online", 600_000);
+        await Promise.race([
+            client.waitFor(`${device} online`, (m) => m.topic === `${base}/status` && m.json?.state === "online", 600_000),
+            daemon.exited.then((e) => { throw new Error(`the daemon exited (${e.code ?? e.signal}) before online: ${daemon.stdout().slice(-1500)} ${daemon.stderr().slice(-500)}`); })
+        ]);
         const loadMs = Date.now() - started;
         const loaded = daemon.logs.find((l) => l.message === "model loaded");
         let n = 0;
