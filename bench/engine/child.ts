@@ -216,8 +216,8 @@ async function engineMode(s: NodeSettings): Promise<{llama: Llama | null; stop: 
         const started = performance.now();
         let first = 0;
         let clock0: TaskClock = new Map();
-        const r = await engine.generate({id: `bench-${n++}`, prompt: s.prompt, maxTokens: s.genTokens, thoughtBudget: false,
-            signal: new AbortController().signal, seed: 1, onFirstToken: () => {
+        const r = await engine.generate({id: `bench-${n++}`, options: {prompt: s.prompt, maxTokens: s.genTokens, thinking: false, seed: 1},
+            signal: new AbortController().signal, onFirstToken: () => {
                 clock0 = taskClock();
                 first = performance.now();
             }});

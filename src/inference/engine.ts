@@ -9,6 +9,7 @@ import {
 } from "node-llama-cpp";
 import {ModelUnavailableError, RequestError} from "../errors.js";
 import {collectGarbage} from "../system/gc.js";
+import {thoughtBudget, type GenerationOptions} from "./generation.js";
 import type {Logger} from "../log.js";
 
 /**
@@ -48,26 +49,10 @@ export interface EngineDeps {
     options: EngineOptions;
 }
 
-export interface ChatTurn {
-    role: "system" | "user" | "assistant";
-    content: string;
-}
-
 export interface GenerateParams {
     id: string;
-    prompt?: string;
-    messages?: ChatTurn[];
-    system?: string;
-    maxTokens: number;
-    temperature?: number;
-    topP?: number;
-    topK?: number;
-    minP?: number;
-    seed?: number;
-    stop?: string[];
-    jsonSchema?: object;
-    /** false: no thoughts; a number: thought budget in tokens */
-    thoughtBudget: false | number;
+    /** what to generate: the request's validated fields, as they came from the wire */
+    options: GenerationOptions;
     signal: AbortSignal;
     /** answer text as it is generated */
     onTextDelta?: (delta: string) => void;
@@ -232,9 +217,11 @@ export class Engine {
         }
     }
 
-    private async runChat(model: LlamaModel, sequence: LlamaContextSequence, p: GenerateParams, started: number): Promise<GenerateResult> {
+    private async runChat(model: LlamaModel, sequence: LlamaContextSequence, params: GenerateParams, started: number): Promise<GenerateResult> {
+        const p = params.options;
+        const budget = thoughtBudget(p.thinking, p.maxTokens);
         const {history, last, system} = toChatHistory(p, this.deps.options.systemPrompt);
-        const wrapper = p.thoughtBudget === false ? this.wrappers.off : this.wrappers.on;
+        const wrapper = budget === false ? this.wrappers.off : this.wrappers.on;
         const promptTokens = this.countPromptTokens(model, wrapper, history, last);
         if (promptTokens + p.maxTokens > this.contextSize) {
             throw new RequestError("exceed_context_size",
@@ -254,7 +241,7 @@ export class Engine {
         const firstToken = (): void => {
             if (ttftMs !== null) return;
             ttftMs = Date.now() - started;
-            p.onFirstToken?.();
+            params.onFirstToken?.();
         };
         const thoughts: string[] = [];
         const d = this.deps.options.sampling;
@@ -269,8 +256,8 @@ export class Engine {
                 ...(d.presencePenalty > 0 ? {repeatPenalty: {presencePenalty: d.presencePenalty}} : {}),
                 ...(p.stop && p.stop.length > 0 ? {customStopTriggers: p.stop} : {}),
                 ...(grammar ? {grammar} : {}),
-                budgets: {thoughtTokens: p.thoughtBudget === false ? 0 : p.thoughtBudget},
-                signal: p.signal,
+                budgets: {thoughtTokens: budget === false ? 0 : budget},
+                signal: params.signal,
                 stopOnAbortSignal: true,
                 onResponseChunk: (chunk) => {
                     if (chunk.tokens.length > 0) firstToken();
@@ -279,10 +266,10 @@ export class Engine {
                             thinkingTokens += chunk.tokens.length;
                             if (chunk.text !== "") {
                                 thoughts.push(chunk.text);
-                                p.onThoughtDelta?.(chunk.text);
+                                params.onThoughtDelta?.(chunk.text);
                             }
                         }
-                    } else if (chunk.text !== "") p.onTextDelta?.(chunk.text);
+                    } else if (chunk.text !== "") params.onTextDelta?.(chunk.text);
                 }
             });
             const finishReason = result.stopReason === "abort" ? "aborted" : result.stopReason === "maxTokens" ? "length" : "stop";
@@ -298,7 +285,7 @@ export class Engine {
                 finishReason, promptTokens, completionTokens: generated(), thinkingTokens, ttftMs, totalMs: Date.now() - started};
         } catch (err) {
             // Aborted before the first token: node-llama-cpp throws the signal's reason.
-            if (p.signal.aborted) {
+            if (params.signal.aborted) {
                 return {text: "", thinking: null, json: undefined, finishReason: "aborted", promptTokens, completionTokens: generated(),
                     thinkingTokens, ttftMs, totalMs: Date.now() - started};
             }
@@ -330,7 +317,7 @@ export class Engine {
 }
 
 /** Splits a request into node-llama-cpp chat history and the final user prompt. */
-export function toChatHistory(p: Pick<GenerateParams, "prompt" | "messages" | "system">, defaultSystem: string): {history: ChatHistoryItem[]; last: string; system: string} {
+export function toChatHistory(p: Pick<GenerationOptions, "prompt" | "messages" | "system">, defaultSystem: string): {history: ChatHistoryItem[]; last: string; system: string} {
     const turns = p.messages ?? [{role: "user" as const, content: p.prompt ?? ""}];
     const systemTurns = turns.filter((t) => t.role === "system");
     const system = p.system ?? (systemTurns.length > 0 ? systemTurns.map((t) => t.content).join("\n\n") : defaultSystem);

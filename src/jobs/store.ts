@@ -37,7 +37,10 @@ export interface JobStoreDeps {
 export interface JobStoreStats {
     pending: number;
     remembered: number;
+    /** damaged journal lines skipped at open */
     droppedAtOpen: number;
+    /** everything lost at start: damaged lines, and records that parsed but could not be decoded (discard) */
+    damagedAtStart: number;
     journalRecords: number;
 }
 
@@ -54,6 +57,7 @@ export class JobStore {
     private fd: number | null = null;
     private records = 0;
     private dropped = 0;
+    private discarded = 0;
 
     public constructor(deps: JobStoreDeps) {
         this.deps = deps;
@@ -131,8 +135,16 @@ export class JobStore {
         if (this.records >= (this.deps.compactEvery ?? 1000)) this.compact();
     }
 
+    /** A journaled job that cannot be run (unreadable after a restart): removed, and counted as damaged. */
+    public async discard(key: string): Promise<void> {
+        if (!this.pendingJobs.has(key)) return;
+        this.discarded++;
+        await this.finish(key);
+    }
+
     public stats(): JobStoreStats {
-        return {pending: this.pendingJobs.size, remembered: this.finished.size, droppedAtOpen: this.dropped, journalRecords: this.records};
+        return {pending: this.pendingJobs.size, remembered: this.finished.size, droppedAtOpen: this.dropped,
+            damagedAtStart: this.dropped + this.discarded, journalRecords: this.records};
     }
 
     private apply(record: JournalRecord): void {

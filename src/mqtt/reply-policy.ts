@@ -20,6 +20,8 @@ export interface ReplyRule {
     label?: string;
     /** why nothing may be published there */
     why: string;
+    /** a route's input: a reply there would come back as a new message for it */
+    loop?: boolean;
 }
 
 export interface ReplyPolicy {
@@ -53,7 +55,8 @@ export function routeInputRules(routes: ReadonlyArray<{name: string; topic: stri
         filter: route.topic, // a $share/{group}/ prefix is ignored when matching, as the broker does
         what: `the input topic of route ${route.name}`,
         label: `routes[${route.index ?? i}] (${route.name}).topic`,
-        why: "its answers would come back as new messages (a loop); give the reply a topic outside every route's filter"
+        why: "its answers would come back as new messages (a loop); give the reply a topic outside every route's filter",
+        loop: true
     }));
 }
 

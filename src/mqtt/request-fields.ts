@@ -6,6 +6,7 @@
  */
 import {RequestError} from "../errors.js";
 import {JSON_SCHEMA_LIMITS, jsonSchemaLimitProblem, type JsonSchemaLimits} from "./bounded-json.js";
+import type {ChatMessage, GenerationOptions, ThinkingSetting} from "../inference/generation.js";
 import {validatePublishTopic} from "./topics.js";
 
 export interface ProtocolLimits {
@@ -22,28 +23,13 @@ export interface ProtocolLimits {
     jsonSchemaLimits?: JsonSchemaLimits;
 }
 
-export interface ChatMessage {
-    role: "system" | "user" | "assistant";
-    content: string;
-}
+export type {ChatMessage, ThinkingSetting} from "../inference/generation.js";
 
-/** false: no thinking; true: thinking with the engine's default budget; {budget}: at most that many thought tokens. */
-export type ThinkingSetting = false | true | {budget: number};
-
-/** What the JSON fields say, with defaults applied; the envelope (id, reply, deadline) is protocol.ts's. */
-export interface RequestFields {
-    prompt?: string;
-    messages?: ChatMessage[];
-    system?: string;
-    maxTokens: number;
-    temperature?: number;
-    topP?: number;
-    topK?: number;
-    minP?: number;
-    seed?: number;
-    stop?: string[];
-    jsonSchema?: object;
-    thinking: ThinkingSetting;
+/**
+ * What the JSON fields say, with defaults applied: the generation's options (one type from here to the
+ * engine) and how to deliver it; the envelope (id, reply, deadline) is protocol.ts's.
+ */
+export interface RequestFields extends GenerationOptions {
     stream: boolean;
     timeoutMs: number;
     replyTo?: string;

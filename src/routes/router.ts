@@ -7,6 +7,7 @@
  */
 import {randomBytes} from "node:crypto";
 import {describeError, RequestError} from "../errors.js";
+import type {EventBus} from "../events.js";
 import type {Logger} from "../log.js";
 import {MAX_JSON_DEPTH, parseBoundedJson} from "../mqtt/bounded-json.js";
 import type {InferenceRequest, OkReply, ParseResult, ProtocolLimits, ReplyTarget} from "../mqtt/protocol.js";
@@ -35,7 +36,7 @@ export type RouteEvaluation =
      * "payload": unreadable before the filter (size, encoding, JSON); "render": the filter passed
      * but the request cannot be built. `reply` is null when the reply topic cannot be built either.
      */
-    | {outcome: "invalid"; stage: "payload" | "render"; error: RequestError; reply: ReplyTarget | null}
+    | {outcome: "invalid"; stage: "payload" | "render" | "loop"; error: RequestError; reply: ReplyTarget | null}
     | {outcome: "ok"; request: InferenceRequest; values: TemplateValues};
 
 export interface RouteCounters {
@@ -51,6 +52,8 @@ export interface RouteCounters {
     retainedCapped: number;
     /** payloads the route could not read (encoding, JSON, absent field, bad or refused reply topic, limits) */
     invalid: number;
+    /** the reply topic built from the message would be a route's input (the answer would come back): refused */
+    loopRefused: number;
     /** retained messages the broker sent on subscribing: old values, not answered */
     retainedSkipped: number;
     /** journaled and queued */
@@ -123,9 +126,11 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: RouteEnv): 
     try {
         const topic = renderTopic(route.reply.topic, values, "reply.topic");
         const topicProblem = replyProblem(topic);
-        if (topicProblem !== null)
-            return {outcome: "invalid", stage: "render", reply: null, error: new RequestError("invalid_request",
+        if (topicProblem !== null) {
+            const loop = env.policy?.rules.some((rule) => rule.loop === true && topicMatches(rule.filter, topic)) === true;
+            return {outcome: "invalid", stage: loop ? "loop" : "render", reply: null, error: new RequestError("invalid_request",
                 `reply.topic: the topic built from the message ${topicProblem}`, {field: "reply.topic"})};
+        }
         const body: Record<string, unknown> = {prompt: renderText(route.prompt, values, "prompt"), maxTokens: route.maxTokens,
             timeoutMs: route.timeoutMs, jsonSchema: route.jsonSchema, thinking: route.thinking};
         if (route.system !== null) body.system = renderText(route.system, values, "system");
@@ -162,6 +167,8 @@ export interface RouterDeps {
     replyPolicy?: ReplyPolicy | null;
     /** the broker's Maximum Packet Size from the current connection's CONNACK, if it announced one */
     maximumPacketSize?: () => number | undefined;
+    /** where a route's counters are announced when they change (telemetry listens) */
+    events?: EventBus;
 }
 
 export type RouteIntake = {source: `route:${string}`; parsed: ParseResult} | "dropped" | null;
@@ -170,6 +177,8 @@ export class Router {
     private readonly deps: RouterDeps;
     private readonly counters = new Map<string, RouteCounters>();
     private readonly limiters = new Map<string, RouteLimiter>();
+    /** routes whose counters changed since the last announcement */
+    private readonly changed = new Set<string>();
 
     public constructor(deps: RouterDeps) {
         this.deps = deps;
@@ -198,6 +207,8 @@ export class Router {
             this.deps.log.error("route message dropped: intake failed", {route: name, topic: msg.topic, bytes: msg.payload.length,
                 error: describeError(err).message});
             return name === null ? null : "dropped";
+        } finally {
+            this.announce();
         }
     }
 
@@ -206,12 +217,13 @@ export class Router {
         if (reply.route === undefined) return;
         this.count(reply.route)[event]++;
         if (event === "failed") this.deps.log.warn("route request failed", {route: reply.route, id: info.id ?? null, code: info.code ?? null});
+        this.announce();
     }
 
     /** Counters per configured route (all zero until its first message); for the health telemetry. */
     public stats(): Record<string, RouteCounters> {
         const out: Record<string, RouteCounters> = {};
-        for (const route of this.deps.routes) out[route.name] = {...this.count(route.name)};
+        for (const route of this.deps.routes) out[route.name] = {...(this.counters.get(route.name) ?? zeroCounters())};
         return out;
     }
 
@@ -238,7 +250,8 @@ export class Router {
                 continue;
             }
             if (evaluation.outcome === "invalid") {
-                counters.invalid++;
+                if (evaluation.stage === "loop") counters.loopRefused++;
+                else counters.invalid++;
                 const answer = route.onInvalid === "reply-error" && evaluation.reply !== null;
                 log.warn("route message invalid", {route: route.name, topic: msg.topic, bytes: msg.payload.length, code: evaluation.error.code,
                     problem: evaluation.error.message, action: answer ? "error reply" : "dropped"});
@@ -269,12 +282,23 @@ export class Router {
         return limiter;
     }
 
+    private announce(): void {
+        for (const route of this.changed) this.deps.events?.emit("routeOutcome", {route, counters: {...(this.counters.get(route) ?? zeroCounters())}});
+        this.changed.clear();
+    }
+
     private count(name: string): RouteCounters {
+        this.changed.add(name);
         let c = this.counters.get(name);
         if (c === undefined) {
-            c = {received: 0, filtered: 0, rateLimited: 0, routeLimited: 0, retainedCapped: 0, invalid: 0, retainedSkipped: 0, accepted: 0, answered: 0, failed: 0};
+            c = zeroCounters();
             this.counters.set(name, c);
         }
         return c;
     }
+}
+
+export function zeroCounters(): RouteCounters {
+    return {received: 0, filtered: 0, rateLimited: 0, routeLimited: 0, retainedCapped: 0, invalid: 0, loopRefused: 0, retainedSkipped: 0,
+        accepted: 0, answered: 0, failed: 0};
 }

@@ -12,6 +12,7 @@ import {readTemperatureC, readTextSync, type DeviceFacts} from "../system/probe.
 import type {ThrottleReader, ThrottleState} from "../system/throttle.js";
 import type {DeviceState} from "./status.js";
 import type {InferenceFigures} from "./inference-stats.js";
+import type {RouteCounters} from "../routes/router.js";
 
 export interface HostMemory {
     totalBytes: number;
@@ -78,6 +79,8 @@ export interface HealthMessage {
      * unreadable (a torn or damaged line; a skipped accept record is a request that was lost).
      */
     jobs: {pending: number; damagedAtStart: number};
+    /** each configured route's counters (docs/ROUTES.md); {} without routes */
+    routes: Record<string, RouteCounters>;
     /** wall time this snapshot took to collect */
     collectMs: number;
 }

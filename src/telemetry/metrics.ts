@@ -13,6 +13,7 @@ import type {HealthMessage} from "./health.js";
 import type {InferenceFigures, RecentRates} from "./inference-stats.js";
 import type {ProcessFigures} from "./process-figures.js";
 import {DEVICE_STATES, type DeviceState} from "./status.js";
+import type {RouteCounters} from "../routes/router.js";
 
 export interface MetricsInput {
     device: string;
@@ -31,6 +32,8 @@ export interface MetricsInput {
     /** the latest health snapshot; null before the first */
     health: HealthMessage | null;
     process: ProcessFigures;
+    /** each configured route's counters */
+    routes: Record<string, RouteCounters>;
 }
 
 type MetricType = "counter" | "gauge" | "summary";
@@ -87,6 +90,7 @@ export function renderMetrics(m: MetricsInput): string {
         [{labels: {device: m.device, version: m.version, node_llama_cpp: m.nodeLlamaCppVersion, model: m.model}, value: 1}]);
     e.family(`${P}mqtt_connected`, "gauge", "1 while connected to the broker.", m.mqtt.connected ? 1 : 0);
     e.family(`${P}mqtt_reconnects_total`, "counter", "Reconnections to the broker since start.", m.mqtt.reconnects);
+    routeFamilies(e, m.routes);
     hostFamilies(e, m.health);
     const p = m.process;
     e.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", p.cpuSeconds);
@@ -96,6 +100,20 @@ export function renderMetrics(m: MetricsInput): string {
     e.family("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.maxFds);
     e.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", p.startTimeSeconds);
     return e.text();
+}
+
+/** Route counters as outcome-labelled counters: rate(...) of any outcome, summed per route. */
+const ROUTE_OUTCOMES: ReadonlyArray<[keyof RouteCounters, string]> = [
+    ["received", "received"], ["filtered", "filtered"], ["rateLimited", "rate_limited"], ["routeLimited", "route_limited"],
+    ["retainedCapped", "retained_capped"], ["invalid", "invalid"], ["loopRefused", "loop_refused"], ["retainedSkipped", "retained_skipped"],
+    ["accepted", "accepted"], ["answered", "answered"], ["failed", "failed"]
+];
+
+function routeFamilies(e: Exposition, routes: Record<string, RouteCounters>): void {
+    const names = Object.keys(routes).sort();
+    if (names.length === 0) return;
+    e.family(`${P}route_messages_total`, "counter", "Messages on each prompt route's topic, by what became of them (docs/ROUTES.md).",
+        names.flatMap((route) => ROUTE_OUTCOMES.map(([key, outcome]) => ({labels: {route, outcome}, value: routes[route]![key]}))));
 }
 
 function hostFamilies(e: Exposition, h: HealthMessage | null): void {

@@ -1,8 +1,10 @@
 /**
  * Telemetry, composed: health snapshots on a timer, the retained info, thermal and memory
- * conditions on the status, Home Assistant discovery and the Prometheus port. The daemon builds one
- * `Telemetry` with getters into its parts, starts it after the MQTT link and stops it before
- * publishing `offline`. A failing piece is logged, never fatal: telemetry must not stop inference.
+ * conditions on the status, Home Assistant discovery and the Prometheus port. What happens (a
+ * generation done, an error answered, the model's state, a route's counters) arrives as events on the
+ * daemon's bus; live gauges (queue, sequences, journal) are read from the parts themselves. The daemon
+ * starts it after the MQTT link and stops it before publishing `offline`. A failing piece is logged,
+ * never fatal: telemetry must not stop inference.
  */
 import {statSync} from "node:fs";
 import os from "node:os";
@@ -12,6 +14,7 @@ import type {QwenEdgeConfig} from "../config.js";
 import {shortReason} from "../errors.js";
 import {modelName} from "../models/catalog.js";
 import type {ModelPlan} from "../models/planner.js";
+import type {EventBus, ModelStateChange} from "../events.js";
 import type {EngineStats} from "../inference/engine.js";
 import type {SchedulerStats} from "../inference/scheduler.js";
 import type {Logger} from "../log.js";
@@ -23,7 +26,8 @@ import {ThrottleReader} from "../system/throttle.js";
 import {nodeLlamaCppVersion, packageHomepage, packageVersion} from "../version.js";
 import {HealthMonitor, HostSampler, memoryBudget, type HealthMessage, type HostSample} from "./health.js";
 import {discoveryPayload, DiscoveryPublisher, homeAssistantStatusTopic} from "./homeassistant.js";
-import {InferenceStats, type GenerationRecord} from "./inference-stats.js";
+import {zeroCounters, type RouteCounters} from "../routes/router.js";
+import {InferenceStats} from "./inference-stats.js";
 import {buildInfo, InfoPublisher, type InfoVersions} from "./info.js";
 import {MetricsServer, renderMetrics} from "./metrics.js";
 import {readProcessFigures} from "./process-figures.js";
@@ -37,7 +41,13 @@ export interface TelemetryLink {
     stats(): LinkStats;
 }
 
-export type ModelState = "loading" | "ready" | "failed";
+/** The parts whose live gauges telemetry reads at each snapshot. */
+export interface TelemetryParts {
+    scheduler: {stats(): SchedulerStats};
+    engine: {stats(): EngineStats};
+    /** the job journal: accepted requests not yet answered, and records found damaged at start */
+    jobs: {stats(): {pending: number; damagedAtStart: number}};
+}
 
 export interface TelemetryDeps {
     log: Logger;
@@ -45,20 +55,12 @@ export interface TelemetryDeps {
     layout: TopicLayout;
     link: TelemetryLink;
     status: StatusReporter;
-    /** the model file and name; empty until the model is chosen */
-    modelPath: () => string;
-    modelName: () => string;
+    events: EventBus;
+    parts: TelemetryParts;
     threads: number;
     limits: ProtocolLimits;
-    schedulerStats: () => SchedulerStats;
-    engineStats: () => EngineStats;
-    modelState: () => ModelState;
-    /** pauses or resumes new work (the daemon keeps it paused while the model is not ready) */
+    /** pauses or resumes new work when the device is too hot (the daemon adds its own reasons) */
     setPaused: (paused: boolean) => void;
-    /** the planner's decision, when the model was chosen by memory */
-    modelDecision?: () => unknown;
-    /** the job journal: accepted requests not yet answered, and records found damaged at start */
-    jobStats?: () => HealthMessage["jobs"];
     /** test seams: a recorded /proc + /sys tree, and `vcgencmd get_throttled` */
     root?: string;
     runVcgencmd?: () => Promise<string>;
@@ -92,6 +94,10 @@ export class Telemetry {
     private requestSchema: object = {};
     private unsubscribeStatus: (() => void) | null = null;
     private lastRefreshAt = 0;
+    /** the model as its last modelState event said */
+    private model: ModelStateChange = {state: "loading", name: "", path: "", plan: null, reason: null};
+    /** each route's counters as its last routeOutcome event said */
+    private readonly routes = new Map<string, RouteCounters>();
 
     public constructor(deps: TelemetryDeps) {
         this.deps = deps;
@@ -114,6 +120,7 @@ export class Telemetry {
         const t = config.telemetry;
         const root = this.deps.root ?? "/";
         const started = Date.now();
+        this.listen();
         this.versions = {qwenEdge: packageVersion(), nodeLlamaCpp: nodeLlamaCppVersion(), node: process.version};
         this.requestSchema = requestJsonSchema(this.deps.limits);
         this.facts = await probeDevice({root}).catch((err: unknown) => {
@@ -168,6 +175,7 @@ export class Telemetry {
     }
 
     public async stop(): Promise<void> {
+        this.deps.events.off("telemetry");
         this.unsubscribeStatus?.();
         await this.monitor?.stop();
         await this.metrics?.stop();
@@ -209,12 +217,20 @@ export class Telemetry {
         return topic === this.deps.layout.healthRefresh || topic === this.deps.layout.fleetHealthRefresh;
     }
 
-    public recordGeneration(record: GenerationRecord): void {
-        this.inference.recordGeneration(record);
+    private listen(): void {
+        const {events} = this.deps;
+        events.on("telemetry", "generationDone", (g) => this.inference.recordGeneration(g));
+        events.on("telemetry", "requestError", (e) => this.inference.recordError(e.code));
+        events.on("telemetry", "modelState", (m) => {
+            this.model = m;
+            void this.info?.refresh(false);
+        });
+        events.on("telemetry", "routeOutcome", (r) => this.routes.set(r.route, r.counters));
     }
 
-    public recordError(code: string): void {
-        this.inference.recordError(code);
+    /** Every configured route's counters (zero until its first message). */
+    private routeCounters(): Record<string, RouteCounters> {
+        return Object.fromEntries([...this.deps.config.routes.map((r): [string, RouteCounters] => [r.name, this.routes.get(r.name) ?? zeroCounters()])]);
     }
 
     /** One snapshot: collect, publish, then feed the conditions. Never rejects. */
@@ -238,7 +254,7 @@ export class Telemetry {
     }
 
     private composeHealth(host: HostSample, collectMs: number): HealthMessage {
-        const s = this.deps.schedulerStats();
+        const s = this.deps.parts.scheduler.stats();
         const link = this.deps.link.stats();
         const {promptSeconds: _p, generationSeconds: _g, ...figures} = this.inference.figures();
         return {
@@ -250,9 +266,10 @@ export class Telemetry {
             memory: {...host.memory, budgetBytes: memoryBudget(host.memory, this.deps.config.model.reserveBytes)},
             cpu: host.cpu,
             disk: host.disk,
-            inference: {model: this.deps.modelName(), modelState: this.deps.modelState(), queued: s.queued, running: s.running, paused: s.paused, ...figures},
+            inference: {model: this.model.name, modelState: this.model.state, queued: s.queued, running: s.running, paused: s.paused, ...figures},
             mqtt: {connected: link.connected, reconnects: link.reconnects, lastConnectAt: link.lastConnectAt},
-            jobs: this.deps.jobStats?.() ?? {pending: 0, damagedAtStart: 0},
+            jobs: this.deps.parts.jobs.stats(),
+            routes: this.routeCounters(),
             collectMs: Math.round(collectMs * 100) / 100
         };
     }
@@ -271,7 +288,7 @@ export class Telemetry {
 
     /** The served file's size, read once per file (the model is chosen after telemetry starts). */
     private modelSize(): number | null {
-        const path = this.deps.modelPath();
+        const path = this.model.path;
         if (path === "") return null;
         if (this.modelSizeFor?.path !== path) {
             let bytes: number | null = null;
@@ -287,12 +304,12 @@ export class Telemetry {
 
     private buildInfo(): ReturnType<typeof buildInfo> {
         const {config: c, layout, limits} = this.deps;
-        const engine = this.deps.engineStats();
-        const decision = this.deps.modelDecision?.() ?? null;
+        const engine = this.deps.parts.engine.stats();
+        const m = this.model;
         return buildInfo({
             device: layout.device, versions: this.versions, facts: this.facts,
-            model: {name: this.deps.modelName(), file: basename(this.deps.modelPath()), sizeBytes: this.modelSize(), state: this.deps.modelState(),
-                threads: this.deps.threads, decision, reason: modelReason(decision, this.deps.modelPath(), this.deps.modelName())},
+            model: {name: m.name, file: basename(m.path), sizeBytes: this.modelSize(), state: m.state,
+                threads: this.deps.threads, decision: m.plan, reason: modelReason(m.plan, m.path, m.name)},
             limits: {maxQueue: c.inference.maxQueue, parallel: c.inference.parallel, contextSize: engine.contextSize,
                 maxPayloadBytes: limits.maxPayloadBytes, maxTokensCap: limits.maxTokensCap, defaultMaxTokens: limits.defaultMaxTokens,
                 maxTimeoutMs: limits.maxTimeoutMs, defaultTimeoutMs: limits.defaultTimeoutMs, maxStopSequences: limits.maxStopSequences,
@@ -305,13 +322,13 @@ export class Telemetry {
     }
 
     private renderMetrics(): string {
-        const s = this.deps.schedulerStats();
+        const s = this.deps.parts.scheduler.stats();
         const link = this.deps.link.stats();
         return renderMetrics({
-            device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.deps.modelName(),
+            device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.model.name,
             state: this.deps.status.status.state, inference: this.inference.figures(), queued: s.queued, running: s.running, paused: s.paused,
             parallel: this.deps.config.inference.parallel, mqtt: {connected: link.connected, reconnects: link.reconnects}, health: this.lastHealth,
-            rates: this.inference.recentRates(), process: readProcessFigures()
+            rates: this.inference.recentRates(), process: readProcessFigures(), routes: this.routeCounters()
         });
     }
 }

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import {writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
+import {freePort, startBroker, type Broker} from "../support/broker.js";
+import {parseExposition} from "../support/exposition.js";
 import {runCli, spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
 import {TestClient, type Received} from "../support/mqtt-client.js";
 import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
@@ -72,6 +73,7 @@ describe("prompt routes over a real broker", () => {
     let client: TestClient;
     let state: {path: string; dispose: () => Promise<void>};
     let configFile: string;
+    let metricsPort: number;
     const on = (topic: string): Received[] => client.received.filter((m) => m.topic === topic);
 
     before(async () => {
@@ -84,8 +86,9 @@ describe("prompt routes over a real broker", () => {
             await client.subscribe(filter);
         // An old value kept by the broker: delivered on subscribe with the retain flag, never answered.
         await client.publish("home/old/temperature", "21.0", {retain: true});
+        metricsPort = await freePort();
         daemon = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile("scripted"), deviceId: DEVICE,
-            stateDir: join(state.path, "state"), args: ["--config", configFile]});
+            stateDir: join(state.path, "state"), args: ["--config", configFile, "--telemetry-metrics-port", String(metricsPort)]});
         await client.waitFor("retained status online", (m) => m.topic === `qwen-edge/${DEVICE}/status` && m.json?.state === "online", 60_000);
     });
 
@@ -190,6 +193,29 @@ describe("prompt routes over a real broker", () => {
         const reply = await client.waitFor("notice on notify/out/kitchen", (m) => m.topic === "notify/out/kitchen");
         assert.equal(reply.text, SCRIPTED_ANSWER);
         assert.equal(client.received.filter((m) => m.topic.startsWith("notify/out/kitchen/")).length, 0);
+    });
+
+    it("reports every route's counters in health and /metrics", async () => {
+        // what the tests above did: sensor answered 3 readings, dropped one rate-limited, one filtered, one retained;
+        // ask-json answered one error reply and one answer; notify refused one reply topic and answered one
+        await client.subscribe(`qwen-edge/${DEVICE}/health`);
+        await client.publish(`qwen-edge/${DEVICE}/health/refresh`, "", {qos: 0});
+        const health = await client.waitFor("a health snapshot with route counters", (m) => m.topic === `qwen-edge/${DEVICE}/health`
+            && (m.json?.routes as Record<string, {answered: number}> | undefined)?.notify?.answered === 1);
+        const routes = health.json?.routes as Record<string, Record<string, number>>;
+        assert.deepEqual(Object.keys(routes).sort(), ["ask-json", "command", "doorbell", "notify", "sensor"]);
+        const sensor = routes.sensor!;
+        assert.deepEqual({accepted: sensor.accepted, answered: sensor.answered, rateLimited: sensor.rateLimited, filtered: sensor.filtered,
+            retainedSkipped: sensor.retainedSkipped}, {accepted: 3, answered: 3, rateLimited: 1, filtered: 1, retainedSkipped: 1});
+        assert.deepEqual({invalid: routes.notify!.invalid, answered: routes.notify!.answered}, {invalid: 1, answered: 1});
+        assert.deepEqual({invalid: routes["ask-json"]!.invalid, answered: routes["ask-json"]!.answered}, {invalid: 1, answered: 1});
+        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        const family = parseExposition(text).get("qwen_edge_route_messages_total");
+        assert.ok(family, "qwen_edge_route_messages_total is exposed");
+        const value = (route: string, outcome: string): number | undefined =>
+            family.samples.find((x) => x.labels.route === route && x.labels.outcome === outcome)?.value;
+        assert.deepEqual([value("sensor", "answered"), value("sensor", "rate_limited"), value("notify", "invalid"), value("doorbell", "loop_refused")],
+            [3, 1, 1, 0]);
     });
 
     it("explains a route with `routes test` without a model or broker", async () => {

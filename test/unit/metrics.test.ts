@@ -11,6 +11,7 @@ import {decodeThrottled} from "../../src/system/throttle.js";
 import type {HealthMessage} from "../../src/telemetry/health.js";
 import {InferenceStats} from "../../src/telemetry/inference-stats.js";
 import {MetricsServer, renderMetrics, type MetricsInput} from "../../src/telemetry/metrics.js";
+import {zeroCounters} from "../../src/routes/router.js";
 import {readProcessFigures} from "../../src/telemetry/process-figures.js";
 import {parseExposition} from "../support/exposition.js";
 
@@ -28,6 +29,7 @@ function sampleHealth(): HealthMessage {
             ttftMs: {p50: 420, p95: 900, samples: 2, count: 2}},
         mqtt: {connected: true, reconnects: 2, lastConnectAt: new Date().toISOString()},
         jobs: {pending: 4, damagedAtStart: 0},
+        routes: {},
         collectMs: 1.2
     };
 }
@@ -42,7 +44,8 @@ function sampleInput(health: HealthMessage | null): MetricsInput {
         device: "pi-kitchen", version: "0.1.0", nodeLlamaCppVersion: "3.21.1", model: "Qwen3.5-2B-Q4_K_M", state: "degraded",
         inference: stats.figures(), rates: stats.recentRates(), queued: 3, running: 1, paused: true, parallel: 1,
         mqtt: {connected: true, reconnects: 2}, health,
-        process: {cpuSeconds: 12.5, residentBytes: 812000000, virtualBytes: 1_900_000_000, openFds: 21, maxFds: 1024, startTimeSeconds: 1732871112}
+        process: {cpuSeconds: 12.5, residentBytes: 812000000, virtualBytes: 1_900_000_000, openFds: 21, maxFds: 1024, startTimeSeconds: 1732871112},
+        routes: {doorbell: {...zeroCounters(), received: 7, filtered: 1, rateLimited: 2, accepted: 4, answered: 3, failed: 1}}
     };
 }
 

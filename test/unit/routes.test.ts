@@ -357,7 +357,7 @@ void describe("the router", () => {
         router.note(reply, "answered");
         router.note(reply, "failed", {id: "x", code: "timeout"});
         router.note({topic: "t", via: "default"}, "failed");
-        assert.deepEqual(router.stats().sensor, {received: 0, filtered: 0, rateLimited: 0, routeLimited: 0, retainedCapped: 0, invalid: 0, retainedSkipped: 0,
+        assert.deepEqual(router.stats().sensor, {received: 0, filtered: 0, rateLimited: 0, routeLimited: 0, retainedCapped: 0, invalid: 0, loopRefused: 0, retainedSkipped: 0,
             accepted: 1, answered: 1, failed: 1});
     });
 
