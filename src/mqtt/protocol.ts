@@ -5,7 +5,7 @@
  */
 import {randomBytes} from "node:crypto";
 import {RequestError, shortReason} from "../errors.js";
-import {MAX_JSON_DEPTH, parseBoundedJson} from "./bounded-json.js";
+import {parseJsonPayload, payloadText, requestDeadline} from "./payload.js";
 import {replyTopicProblem, type ReplyPolicy} from "./reply-policy.js";
 import {
     idProblem, isPlainObject, readRequestFields, unknownFieldError,
@@ -59,7 +59,6 @@ export type ParseResult =
     | {ok: true; request: InferenceRequest}
     | {ok: false; error: RequestError; id: string | null; reply: ReplyTarget};
 
-const utf8 = new TextDecoder("utf-8", {fatal: true});
 
 /** A cancel carries only an id; anything bigger is not a cancel. */
 const MAX_CANCEL_BYTES = 4096;
@@ -68,20 +67,6 @@ const DEFAULT_MAX_ID_LENGTH = 128;
 /** Unique enough to tell requests apart in logs and the job store; sortable by arrival. */
 function generateId(receivedAt: number): string {
     return `req-${receivedAt.toString(36)}-${randomBytes(6).toString("hex")}`;
-}
-
-/**
- * The parsed JSON value, or why not: a RequestError for a payload nested too deep (before it is
- * parsed), else where parsing failed (V8's own message may quote the payload, so only the position is kept).
- */
-function parseJson(text: string, maxDepth: number): {ok: true; value: unknown} | {ok: false; tooDeep: RequestError | null; where: string} {
-    const parsed = parseBoundedJson(text, maxDepth);
-    if (parsed.ok) return parsed;
-    if (parsed.problem === "too_deep") {
-        return {ok: false, where: "", tooDeep: new RequestError("invalid_request",
-            `the JSON payload is nested more than ${maxDepth} levels deep (arrays and objects); the limit is ${maxDepth}`, {maxJsonDepth: maxDepth})};
-    }
-    return {ok: false, tooDeep: null, where: parsed.position === null ? "" : ` (error at character ${parsed.position})`};
 }
 
 /** What intake knows beyond the message: where replies may go and what the broker takes. */
@@ -126,25 +111,16 @@ function parseRequestUnguarded(msg: IncomingMessage, layout: {response: string},
         : {topic: layout.response, via: "default", ...correlation};
     let echoId: string | null = null;
     const fail = (error: RequestError): ParseResult => ({ok: false, error, id: echoId, reply});
-    const maxDepth = limits.maxJsonDepth ?? MAX_JSON_DEPTH;
 
-    if (msg.payload.length > limits.maxPayloadBytes) {
-        return fail(new RequestError("payload_too_large",
-            `payload is ${msg.payload.length} bytes; the limit is ${limits.maxPayloadBytes} bytes`,
-            {maxPayloadBytes: limits.maxPayloadBytes}));
-    }
-    let text: string;
-    try {
-        text = utf8.decode(msg.payload);
-    } catch {
-        return fail(new RequestError("invalid_encoding", "payload is not valid UTF-8 text"));
-    }
+    const read = payloadText(msg.payload, limits);
+    if (!read.ok) return fail(read.error);
+    const text = read.text;
 
     let body: Record<string, unknown> | null = null;
     let plainPrompt: string | null = text;
     const start = text.trimStart()[0];
     if (start === "{") {
-        const parsed = parseJson(text, maxDepth);
+        const parsed = parseJsonPayload(text, limits);
         if (!parsed.ok)
             return fail(parsed.tooDeep ?? new RequestError("invalid_json", `payload starts with "{" but is not valid JSON${parsed.where}`));
         if (!isPlainObject(parsed.value))
@@ -152,7 +128,7 @@ function parseRequestUnguarded(msg: IncomingMessage, layout: {response: string},
         body = parsed.value;
         plainPrompt = null;
     } else if (start === "[" || start === "\"") {
-        const parsed = parseJson(text, maxDepth);
+        const parsed = parseJsonPayload(text, limits);
         if (!parsed.ok && parsed.tooDeep !== null)
             return fail(parsed.tooDeep);
         if (parsed.ok && Array.isArray(parsed.value))
@@ -179,11 +155,8 @@ function parseRequestUnguarded(msg: IncomingMessage, layout: {response: string},
             {field: "responseTopic"}));
     }
 
-    const expiry = msg.messageExpirySeconds;
     const envelope = (timeoutMs: number): Pick<InferenceRequest, "deadline" | "reply" | "receivedAt" | "source"> => ({
-        deadline: expiry !== undefined && Number.isFinite(expiry) && expiry >= 0
-            ? Math.min(msg.receivedAt + timeoutMs, msg.receivedAt + expiry * 1000)
-            : msg.receivedAt + timeoutMs,
+        deadline: requestDeadline(msg.receivedAt, timeoutMs, msg.messageExpirySeconds),
         reply,
         receivedAt: msg.receivedAt,
         source: msg.source
@@ -230,17 +203,12 @@ function parseRequestUnguarded(msg: IncomingMessage, layout: {response: string},
 export function parseCancel(payload: Buffer, maxIdLength = DEFAULT_MAX_ID_LENGTH): {ok: true; id: string} | {ok: false; error: RequestError} {
     const refuse = (code: RequestError["code"], message: string): {ok: false; error: RequestError} =>
         ({ok: false, error: new RequestError(code, message, code === "invalid_request" ? {field: "id"} : {})});
-    if (payload.length > MAX_CANCEL_BYTES)
-        return refuse("payload_too_large", `cancel payload is ${payload.length} bytes; the limit is ${MAX_CANCEL_BYTES} bytes`);
-    let text: string;
-    try {
-        text = utf8.decode(payload).trim();
-    } catch {
-        return refuse("invalid_encoding", "cancel payload is not valid UTF-8 text");
-    }
+    const read = payloadText(payload, {maxPayloadBytes: MAX_CANCEL_BYTES});
+    if (!read.ok) return refuse(read.error.code, `cancel ${read.error.message}`);
+    const text = read.text.trim();
     let id: unknown = text;
     if (text.startsWith("{")) {
-        const parsed = parseJson(text, MAX_JSON_DEPTH);
+        const parsed = parseJsonPayload(text, {});
         if (!parsed.ok || !isPlainObject(parsed.value))
             return refuse("invalid_json", "cancel payload starts with \"{\" but is not a valid JSON object");
         const extra = Object.keys(parsed.value).find((key) => key !== "id");

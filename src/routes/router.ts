@@ -9,7 +9,7 @@ import {randomBytes} from "node:crypto";
 import {describeError, RequestError} from "../errors.js";
 import type {EventBus} from "../events.js";
 import type {Logger} from "../log.js";
-import {MAX_JSON_DEPTH, parseBoundedJson} from "../mqtt/bounded-json.js";
+import {parseJsonPayload, payloadText, requestDeadline} from "../mqtt/payload.js";
 import type {InferenceRequest, OkReply, ParseResult, ProtocolLimits, ReplyTarget} from "../mqtt/protocol.js";
 import {replyTopicProblem, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {readRequestFields} from "../mqtt/request-fields.js";
@@ -64,7 +64,6 @@ export interface RouteCounters {
     failed: number;
 }
 
-const utf8 = new TextDecoder("utf-8", {fatal: true});
 
 /** What a route needs to know beyond the message. */
 export interface RouteEnv {
@@ -102,23 +101,12 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: RouteEnv): 
         }
         return {outcome: "invalid", stage, error, reply};
     };
-    if (msg.payload.length > env.limits.maxPayloadBytes) {
-        return invalid(new RequestError("payload_too_large", `payload is ${msg.payload.length} bytes; the limit is ${env.limits.maxPayloadBytes} bytes`,
-            {maxPayloadBytes: env.limits.maxPayloadBytes}));
-    }
-    try {
-        values.payload = utf8.decode(msg.payload);
-    } catch {
-        return invalid(new RequestError("invalid_encoding", "payload is not valid UTF-8 text"));
-    }
+    const read = payloadText(msg.payload, env.limits);
+    if (!read.ok) return invalid(read.error);
+    values.payload = read.text;
     if (route.payload === "json") {
-        const maxDepth = env.limits.maxJsonDepth ?? MAX_JSON_DEPTH;
-        const parsed = parseBoundedJson(values.payload, maxDepth);
-        if (!parsed.ok && parsed.problem === "too_deep") {
-            return invalid(new RequestError("invalid_request", `route ${route.name}: the JSON payload is nested more than ${maxDepth} levels deep; the limit is ${maxDepth}`,
-                {maxJsonDepth: maxDepth}));
-        }
-        if (!parsed.ok) return invalid(new RequestError("invalid_json", `route ${route.name} reads JSON payloads, and this one is not valid JSON`));
+        const parsed = parseJsonPayload(values.payload, env.limits, `route ${route.name}: the JSON payload`);
+        if (!parsed.ok) return invalid(parsed.tooDeep ?? new RequestError("invalid_json", `route ${route.name} reads JSON payloads, and this one is not valid JSON`));
         values.json = parsed.value;
     }
     const refusal = filterRefusal(route, values.payload, values.json);
@@ -136,10 +124,7 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: RouteEnv): 
         if (route.system !== null) body.system = renderText(route.system, values, "system");
         // The same field rules and caps as a native JSON request.
         const fields = readRequestFields(body, env.limits);
-        const expiry = msg.messageExpirySeconds;
-        const deadline = expiry !== undefined && Number.isFinite(expiry) && expiry >= 0
-            ? Math.min(msg.receivedAt + fields.timeoutMs, msg.receivedAt + expiry * 1000)
-            : msg.receivedAt + fields.timeoutMs;
+        const deadline = requestDeadline(msg.receivedAt, fields.timeoutMs, msg.messageExpirySeconds);
         const id = `${route.name}-${msg.receivedAt.toString(36)}-${randomBytes(6).toString("hex")}`;
         const request: InferenceRequest = {id, ...fields, deadline, reply: replyTarget(route, topic), receivedAt: msg.receivedAt,
             source: `route:${route.name}`};
