@@ -4,6 +4,8 @@
  * (status `starting`) -> replay of unfinished jobs -> model (status `loading`) -> `online`.
  * Requests that arrive while the model loads are accepted (journaled, acked) and wait in the queue.
  */
+import {randomBytes} from "node:crypto";
+import {hostname} from "node:os";
 import type {IPublishPacket} from "mqtt";
 import type {QwenEdgeConfig} from "./config.js";
 import {describeError} from "./errors.js";
@@ -15,6 +17,9 @@ import {JobStore} from "./jobs/store.js";
 import type {Logger} from "./log.js";
 import {bringUpModel} from "./models/bring-up.js";
 import {readBrokerSecrets} from "./mqtt/credentials.js";
+import {FleetMembership} from "./mqtt/fleet-membership.js";
+import {SessionGuard} from "./mqtt/session-guard.js";
+import {replyPolicy} from "./mqtt/reply-policy.js";
 import {MqttLink, type LinkOptions} from "./mqtt/link.js";
 import type {ProtocolLimits} from "./mqtt/protocol.js";
 import {topicLayout, type TopicLayout} from "./mqtt/topics.js";
@@ -35,6 +40,9 @@ export interface DaemonDeps {
     onBroker?: (connected: boolean, problem?: string) => void;
 }
 
+/** How long an answered request id is remembered on its reply topic (a retried request is answered again). */
+const DEDUPE_WINDOW_MS = 3_600_000;
+
 export class Daemon {
     private readonly deps: DaemonDeps;
     private readonly events: EventBus;
@@ -47,8 +55,14 @@ export class Daemon {
     private status!: StatusReporter;
     private telemetry!: Telemetry;
     private router!: Router;
+    private fleet: FleetMembership | null = null;
+    private guard!: SessionGuard;
+    private guardTimer: NodeJS.Timeout | null = null;
     private modelReady = false;
     private hot = false;
+    private storageOk = true;
+    /** this process, in every status message: tells two daemons with one device id apart */
+    private readonly instance = randomBytes(6).toString("hex");
     /** health(): finished-job count last seen, and when it last moved */
     private watchFinished = 0;
     private watchProgressAt = Date.now();
@@ -68,8 +82,12 @@ export class Daemon {
             defaultMaxTokens: c.inference.defaultMaxTokens, maxTimeoutMs: c.inference.maxTimeoutMs,
             defaultTimeoutMs: c.inference.defaultTimeoutMs, maxStopSequences: 8, maxIdLength: 128
         };
-        this.router = new Router({log, routes: compileRoutes(c.routes).routes, device: c.device.id, limits, events});
-        this.store = new JobStore({log, dir: c.state.dir});
+        const routes = compileRoutes(c.routes).routes;
+        const policy = replyPolicy({base: c.mqtt.baseTopic, response: this.layout.response, discoveryPrefix: c.telemetry.discoveryPrefix,
+            routes, allow: c.mqtt.replyTopics});
+        this.router = new Router({log, routes, device: c.device.id, limits, events, replyPolicy: policy,
+            maximumPacketSize: () => this.link.brokerMaximumPacketSize()});
+        this.store = new JobStore({log, dir: c.state.dir, dedupeWindowMs: DEDUPE_WINDOW_MS});
         this.engine = new Engine({log, options: {
             threads: this.deps.threads, contextSize: c.inference.contextSize,
             batchSize: c.inference.batchSize, parallel: c.inference.parallel, systemPrompt: c.inference.systemPrompt, mmap: c.model.mmap,
@@ -78,23 +96,38 @@ export class Daemon {
         this.scheduler = new Scheduler<Job>({
             log, maxQueue: c.inference.maxQueue, parallel: c.inference.parallel,
             run: (job, signal, queuedMs) => this.pipeline.run(job, signal, queuedMs),
-            expire: (job, reason) => this.pipeline.expire(job, reason)
+            expire: (job, reason) => this.pipeline.expire(job, reason),
+            onChange: () => this.updateFleet()
         });
         this.scheduler.setPaused(true);
+        this.guard = new SessionGuard({clientId: c.mqtt.clientId, deviceId: c.device.id, instance: this.instance,
+            onVerdict: (reason, backoffMs) => {
+                this.link.setReconnectFloor(backoffMs);
+                void this.status.setCondition("session", reason);
+            }});
         this.link = new MqttLink({
             log, options: this.linkOptions(),
             onMessage: (packet) => this.onMessage(packet),
             onConnect: () => {
                 this.deps.onBroker?.(true);
+                this.guard.onConnected();
                 void this.status.republish();
                 this.telemetry.onConnect();
             },
-            onDisconnect: (reason) => this.deps.onBroker?.(false, reason)
+            onDisconnect: (reason, close) => {
+                this.guard.onClose(close);
+                this.deps.onBroker?.(false, reason);
+            },
+            onSubscription: (filter, problem) => this.fleet?.onSubscription(filter, problem)
         });
-        this.pipeline = new RequestPipeline({log, layout: this.layout, limits, link: this.link, store: this.store, scheduler: this.scheduler,
-            engine: this.engine, router: this.router, events, streamIntervalMs: c.inference.streamIntervalMs});
+        if (this.layout.fleetRequest !== null) {
+            this.fleet = new FleetMembership({log, link: this.link, filter: this.layout.fleetRequest,
+                onProblem: (reason) => void this.status.setCondition("fleet", reason)});
+        }
+        this.pipeline = new RequestPipeline({log, layout: this.layout, limits, policy, link: this.link, store: this.store, scheduler: this.scheduler,
+            engine: this.engine, router: this.router, events, streamIntervalMs: c.inference.streamIntervalMs, dedupeWindowMs: DEDUPE_WINDOW_MS});
         this.status = new StatusReporter({log, topic: this.layout.status, link: this.link,
-            onChange: (status) => this.deps.onStatus?.(status)});
+            onChange: (status) => this.deps.onStatus?.(status), identity: {instance: this.instance, host: hostname()}});
         this.telemetry = new Telemetry({log, config: c, layout: this.layout, link: this.link, status: this.status, events,
             parts: {scheduler: this.scheduler, engine: this.engine, jobs: this.store}, threads: this.deps.threads, limits,
             setPaused: (hot) => {
@@ -102,15 +135,21 @@ export class Daemon {
                 this.updatePause();
             }});
 
+        events.on("daemon", "storage", ({reason}) => {
+            this.storageOk = reason === null;
+            this.updateFleet();
+            void this.status.setCondition("storage", reason === null ? null : `job journal: ${reason}`);
+        });
+        this.guardTimer = setInterval(() => this.guard.tick(), 60_000).unref();
         await this.store.start();
-        // Only what was journaled before this start is replayed: a request the broker redelivers once
-        // we connect is accepted (journaled, queued) by the pipeline and must not be queued twice.
-        const unfinished = this.store.pending();
+        if (this.store.stats().unavailable !== null) events.emit("storage", {reason: this.store.stats().unavailable});
         this.pipeline.start();
+        // The journal's jobs are queued in the same tick the link starts: no live message can be taken
+        // before them (the connection is made asynchronously), and a redelivered copy finds them pending.
         this.link.start();
+        this.pipeline.replay(this.store.pending());
         void this.status.set("starting");
         await this.telemetry.start().catch((err: unknown) => log.error("telemetry failed to start", describeError(err)));
-        this.pipeline.replay(unfinished);
         await this.bringUpModel();
         this.deps.onReady?.();
     }
@@ -155,6 +194,7 @@ export class Daemon {
             model({state: "ready", name: loaded.name, path: loaded.path, plan: loaded.plan, reason: loaded.fallback});
             this.modelReady = true;
             this.updatePause();
+            this.updateFleet();
             if (loaded.fallback) void this.status.setCondition("model", `model fallback: ${loaded.fallback}`);
             await this.status.set("online");
         } catch (err) {
@@ -168,11 +208,20 @@ export class Daemon {
     /** Work waits while the model is not ready, and while the device is too hot (telemetry.pauseWhenHot). */
     private updatePause(): void {
         this.scheduler.setPaused(this.hot || !this.modelReady);
+        this.updateFleet();
+    }
+
+    /** In the fleet queue only while this device can take work (src/mqtt/fleet-membership.ts). */
+    private updateFleet(): void {
+        if (!this.fleet || !this.scheduler) return;
+        this.fleet.update({modelReady: this.modelReady, paused: this.hot, storageOk: this.storageOk,
+            queued: this.scheduler.stats().queued, maxQueue: this.deps.config.inference.maxQueue});
     }
 
     /** Telemetry's topics to telemetry, cancels and requests to the pipeline. Resolving sends the PUBACK. */
     private async onMessage(packet: IPublishPacket): Promise<void> {
         const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload;
+        if (packet.topic === this.layout.status) return this.guard.onStatus(payload, packet.retain);
         if (this.telemetry.handles(packet.topic)) return this.telemetry.onMessage(packet.topic, payload);
         if (packet.topic === this.layout.cancel) return this.pipeline.cancel(payload);
         return this.pipeline.intake(packet);
@@ -181,16 +230,16 @@ export class Daemon {
     private async shutdown(): Promise<void> {
         const {log, config} = this.deps;
         const started = Date.now();
-        this.pipeline.close();
         log.info("shutting down", {drainMs: config.shutdown.drainMs});
+        if (this.guardTimer) clearInterval(this.guardTimer);
+        // out of the fleet queue first, so fleet work goes to the other members while this one drains
+        if (this.link.connected) await withTimeout(this.fleet?.leave() ?? Promise.resolve(), 2000);
+        this.pipeline.close();
+        this.events.off("daemon");
         const drain = await this.scheduler.stop(config.shutdown.drainMs);
         await this.engine.stop().catch((err: unknown) => log.warn("engine stop failed", describeError(err)));
         await this.telemetry.stop();
-        if (this.link.connected) {
-            let timer: NodeJS.Timeout | undefined;
-            await Promise.race([this.status.set("offline"), new Promise((r) => { timer = setTimeout(r, 2000); })]);
-            clearTimeout(timer);
-        }
+        if (this.link.connected) await withTimeout(this.status.set("offline"), 2000);
         await this.link.stop();
         await this.store.stop();
         log.info("stopped", {ms: Date.now() - started, ...drain, keptForNextStart: this.store.stats().pending});
@@ -203,11 +252,12 @@ export class Daemon {
         for (const warning of secrets.warnings) this.deps.log.warn("mqtt credentials", {problem: warning});
         this.deps.log.debug("mqtt credentials", {username: m.username !== "", password: secrets.passwordSource,
             tls: {ca: secrets.ca !== undefined, clientCert: secrets.cert !== undefined}});
+        // the fleet queue is joined by FleetMembership once the device can take work; its own status, for the SessionGuard
         const subscriptions: LinkOptions["subscriptions"] = [
             {filter: this.layout.request, qos: 1},
-            {filter: this.layout.cancel, qos: 1}
+            {filter: this.layout.cancel, qos: 1},
+            {filter: this.layout.status, qos: 1}
         ];
-        if (this.layout.fleetRequest) subscriptions.push({filter: this.layout.fleetRequest, qos: 1});
         subscriptions.push(...telemetrySubscriptions(this.deps.config), ...this.router.subscriptions());
         return {
             url: m.url, clientId: m.clientId, keepaliveSeconds: m.keepaliveSeconds, sessionExpirySeconds: m.sessionExpirySeconds,
@@ -221,4 +271,11 @@ export class Daemon {
             ...(secrets.key ? {key: secrets.key} : {})
         };
     }
+}
+
+/** Waits for `promise`, or `ms`, whichever comes first. */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([promise, new Promise((resolve) => { timer = setTimeout(resolve, ms); })]);
+    clearTimeout(timer);
 }

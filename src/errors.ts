@@ -6,7 +6,7 @@
 /** Codes that may appear in an MQTT error reply (`{"status": "error", "error": {"code"}}`). */
 export const WIRE_ERROR_CODES = [
     "invalid_json", "invalid_request", "invalid_encoding", "payload_too_large", "queue_full", "exceed_context_size",
-    "model_unavailable", "cancelled", "timeout", "shutting_down", "paused", "internal"
+    "model_unavailable", "cancelled", "timeout", "shutting_down", "paused", "duplicate_id", "unavailable", "internal"
 ] as const;
 
 export type WireErrorCode = typeof WIRE_ERROR_CODES[number];

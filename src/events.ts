@@ -45,6 +45,10 @@ export interface DaemonEvents {
     modelState: ModelStateChange;
     /** a route's counters changed */
     routeOutcome: {route: string; counters: RouteCounters};
+    /** the job journal stopped taking records (reason), or takes them again (null) */
+    storage: {reason: string | null};
+    /** a final reply the broker would not take, given up after retries (the job left the journal) */
+    replyDropped: {id: string; topic: string; reason: string};
 }
 
 type Listener<K extends keyof DaemonEvents> = (event: DaemonEvents[K]) => void;

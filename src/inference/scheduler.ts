@@ -22,6 +22,10 @@ export interface SchedulerDeps<J extends SchedulableJob> {
     run: (job: J, signal: AbortSignal, queuedMs: number) => Promise<void>;
     /** answers a job that never ran (cancelled or timed out while queued) */
     expire: (job: J, reason: Exclude<StopReason, "shutdown">) => void;
+    /** the queue or the running set changed (e.g. to leave or rejoin a fleet queue by capacity) */
+    onChange?: () => void;
+    /** test seam */
+    now?: () => number;
 }
 
 export interface SchedulerStats {
@@ -53,6 +57,8 @@ export class Scheduler<J extends SchedulableJob> {
     private expired = 0;
     private rejected = 0;
     private avgJobMs: number | null = null;
+    /** when recent jobs finished: the throughput behind retryAfterMs */
+    private readonly finishedAt: number[] = [];
     /** jobs stopped by `stop()` before they finished: they stay pending in the job store */
     private abortedAtStop = 0;
 
@@ -60,14 +66,23 @@ export class Scheduler<J extends SchedulableJob> {
         this.deps = deps;
     }
 
-    /** Queues a job or throws RequestError `queue_full` (with a retry estimate) / `shutting_down`. */
-    public submit(job: J, options: {force?: boolean} = {}): void {
+    /**
+     * Queues a job or throws RequestError `queue_full` (with a retry estimate) / `shutting_down`. A job
+     * whose id is already queued or running is not queued again (false): one owner per id.
+     */
+    public submit(job: J, options: {force?: boolean} = {}): boolean {
         if (!this.accepting) throw new RequestError("shutting_down", "the daemon is shutting down");
+        if (this.has(job.id)) {
+            this.deps.log.warn("job already queued or running; not queued twice", {id: job.id});
+            return false;
+        }
         if (this.isFull() && options.force !== true) throw this.refuse();
         const entry: Entry<J> = {job, queuedAt: Date.now(), controller: new AbortController(), timer: null, running: false};
         entry.timer = setTimeout(() => this.stopEntry(entry, "timeout"), Math.max(0, job.deadline - Date.now()));
         this.queue.push(entry);
         this.pump();
+        this.deps.onChange?.();
+        return true;
     }
 
     public isFull(): boolean {
@@ -134,10 +149,27 @@ export class Scheduler<J extends SchedulableJob> {
             rejected: this.rejected, avgJobMs: this.avgJobMs, paused: this.paused};
     }
 
-    /** Estimated wait until a slot frees for one more job: the queue ahead over the slots. */
+    /**
+     * When to try again: the wait until the queue has room for one more, from the measured throughput
+     * (jobs finished in the last minute); without recent jobs, the queue ahead over the slots times the
+     * average job. Bounded to [100 ms, 10 min].
+     */
     public retryAfterMs(): number {
-        const per = this.avgJobMs ?? 5000;
-        return Math.max(100, Math.round(((this.queue.length + this.running.size) / this.deps.parallel) * per));
+        const now = this.now();
+        const recent = this.finishedAt.filter((at) => now - at <= 60_000);
+        const ahead = this.queue.length - this.deps.maxQueue + 1;
+        let ms: number;
+        if (recent.length >= 2) {
+            const perSecond = (recent.length - 1) / Math.max(0.001, ((recent.at(-1) ?? now) - (recent[0] ?? now)) / 1000);
+            ms = (Math.max(1, ahead) / perSecond) * 1000;
+        } else {
+            ms = ((this.queue.length + this.running.size) / this.deps.parallel) * (this.avgJobMs ?? 5000);
+        }
+        return Math.min(600_000, Math.max(100, Math.round(ms)));
+    }
+
+    private now(): number {
+        return this.deps.now?.() ?? Date.now();
     }
 
     private whenIdle(): Promise<void> {
@@ -158,6 +190,7 @@ export class Scheduler<J extends SchedulableJob> {
         this.expired++;
         this.deps.log.info("job ended before running", {id: entry.job.id, reason, queuedMs: Date.now() - entry.queuedAt});
         this.deps.expire(entry.job, reason);
+        this.deps.onChange?.();
     }
 
     private pump(): void {
@@ -183,10 +216,13 @@ export class Scheduler<J extends SchedulableJob> {
                 this.completed++;
                 const ms = Date.now() - started;
                 this.avgJobMs = this.avgJobMs === null ? ms : this.avgJobMs * 0.8 + ms * 0.2;
+                this.finishedAt.push(this.now());
+                if (this.finishedAt.length > 64) this.finishedAt.shift();
             }
             if (this.running.size === 0) for (const resolve of this.idle) resolve();
             if (this.running.size === 0) this.idle.clear();
             this.pump();
+            this.deps.onChange?.();
         }
     }
 }

@@ -1,8 +1,14 @@
 /**
  * The request pipeline: one MQTT message to one answer. Intake (route or native request, validate,
- * drop duplicates, journal durably: resolving sends the PUBACK), the queue, the run on the engine, and
- * the answer (replies.ts). Also cancels and the replay of jobs journaled before a restart. The daemon
- * builds it with the link, store, scheduler, engine and router, and routes messages to it.
+ * check ids, journal durably: resolving sends the PUBACK), the queue, the run on the engine, and the
+ * answer (replies.ts). Also cancels and the replay of jobs journaled before a restart. The daemon builds
+ * it with the link, store, scheduler, engine and router, and routes messages to it.
+ *
+ * Exactly once, by construction: the job store owns "is this request pending or answered", keyed by id
+ * and reply topic (jobKey); the scheduler refuses a key it holds; the daemon replays the journal in the
+ * same tick it starts the link, so no live message is taken before the replayed ones are queued.
+ * Intake is total: whatever a message holds and whatever fails, it is acknowledged, and answered with an
+ * error wherever a reply can go (docs/DESIGN.md, "Delivery").
  */
 import {createHash} from "node:crypto";
 import type {IPublishPacket} from "mqtt";
@@ -13,13 +19,14 @@ import type {Scheduler, StopReason} from "../inference/scheduler.js";
 import {StreamCoalescer} from "../inference/stream.js";
 import type {Logger} from "../log.js";
 import {chunkReply, okReply, parseCancel, parseRequest, type InferenceRequest, type ProtocolLimits, type ReplyTarget} from "../mqtt/protocol.js";
+import {replyTopicProblem, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import type {TopicLayout} from "../mqtt/topics.js";
 import {textAnswer, type Router} from "../routes/router.js";
 import {decodeJob, encodeJob} from "./codec.js";
 import {ReplySender, type ReplyLink} from "./replies.js";
-import type {JobStore, StoredJob} from "./store.js";
+import {jobKey, StorageError, type JobStore, type StoredJob} from "./store.js";
 
-/** What the scheduler queues and runs. */
+/** What the scheduler queues and runs; `id` is the job's key (the request id scoped by its reply topic). */
 export interface Job {
     id: string;
     deadline: number;
@@ -30,6 +37,8 @@ export interface PipelineDeps {
     log: Logger;
     layout: TopicLayout;
     limits: ProtocolLimits;
+    /** where replies may go (mqtt/reply-policy.ts); null: only what the broker takes */
+    policy: ReplyPolicy | null;
     link: ReplyLink;
     store: JobStore;
     scheduler: Scheduler<Job>;
@@ -38,6 +47,10 @@ export interface PipelineDeps {
     events: EventBus;
     /** streamed chunks are coalesced over this many milliseconds */
     streamIntervalMs: number;
+    /** how long answered ids are remembered (the job store's window), for the duplicate_id message */
+    dedupeWindowMs: number;
+    /** test seam: waits before retrying a refused reply */
+    replyRetryDelaysMs?: readonly number[];
 }
 
 export class RequestPipeline {
@@ -45,16 +58,13 @@ export class RequestPipeline {
     private readonly replies: ReplySender;
     private intakeOpen = true;
     private model: ModelStateChange = {state: "loading", name: "", path: "", plan: null, reason: null};
-    /** messageHash -> id of pending id-less requests, to drop a redelivered copy */
-    private readonly pendingHashes = new Map<string, string>();
+    private storageProblem: string | null = null;
 
     public constructor(deps: PipelineDeps) {
         this.deps = deps;
         this.replies = new ReplySender({log: deps.log, link: deps.link, store: deps.store, router: deps.router, events: deps.events,
             device: deps.layout.device, modelName: () => this.model.name,
-            onFinished: (id) => {
-                for (const [hash, pendingId] of this.pendingHashes) if (pendingId === id) this.pendingHashes.delete(hash);
-            }});
+            ...(deps.replyRetryDelaysMs ? {retryDelaysMs: deps.replyRetryDelaysMs} : {})});
     }
 
     /** Listens for the model's state: requests are refused while it failed, queued ones answered then. */
@@ -68,88 +78,64 @@ export class RequestPipeline {
     /** Stops taking requests: what arrives now is left unacknowledged, for the broker to redeliver. */
     public close(): void {
         this.intakeOpen = false;
+        this.replies.stop();
         this.deps.events.off("pipeline");
     }
 
-    /** Intake: validate, journal durably, queue. Resolving sends the PUBACK. */
+    /** Intake: validate, journal durably, queue. Resolving sends the PUBACK; it rejects only once closed. */
     public async intake(packet: IPublishPacket): Promise<void> {
         if (!this.intakeOpen) throw new Error("shutting down: left for redelivery");
-        const {layout, limits, router, store, scheduler, log} = this.deps;
-        const topic = packet.topic;
-        const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload;
-        const props = packet.properties ?? {};
-        const receivedAt = Date.now();
-        const routed = router.intake({topic, payload, receivedAt, retain: packet.retain,
-            ...(props.messageExpiryInterval !== undefined ? {messageExpirySeconds: props.messageExpiryInterval} : {})});
-        if (routed === "dropped") return;
-        const source = routed?.source ?? (topic === layout.request ? "device" : "fleet");
-        const parsed = routed?.parsed ?? parseRequest({
-            topic, payload, receivedAt, source,
-            ...(props.responseTopic !== undefined ? {responseTopic: props.responseTopic} : {}),
-            ...(props.correlationData !== undefined ? {correlationData: props.correlationData} : {}),
-            ...(props.messageExpiryInterval !== undefined ? {messageExpirySeconds: props.messageExpiryInterval} : {})
-        }, layout, limits);
-        if (!parsed.ok) {
-            log.warn("request refused", {id: parsed.id, code: parsed.error.code, bytes: payload.length, source, message: parsed.error.message});
-            this.replies.error(parsed.id, parsed.reply, parsed.error);
-            return;
+        try {
+            this.take(packet);
+        } catch (err) {
+            // Unreachable by design; a last line so that no message ever stays unacknowledged (it would fill
+            // the broker's in-flight window for this session and stop every later request).
+            this.deps.log.error("intake failed; the message is acknowledged without an answer", {topic: packet.topic,
+                bytes: packet.payload.length, ...describeError(err)});
         }
-        const request = parsed.request;
-        const messageHash = createHash("sha256").update(topic).update("\0").update(props.correlationData ?? "").update("\0").update(payload).digest("hex");
-        if (this.isDuplicate(request, messageHash, packet.dup)) return;
-        if (this.model.state === "failed") {
-            this.replies.error(request.id, request.reply, this.unavailable());
-            return;
-        }
-        const stats = scheduler.stats();
-        if (scheduler.isFull()) {
-            const error = scheduler.refuse();
-            log.warn("request refused", {id: request.id, code: error.code, queued: stats.queued, retryAfterMs: error.details.retryAfterMs});
-            this.replies.error(request.id, request.reply, error);
-            return;
-        }
-        await store.accept(request.id, encodeJob({request, messageHash}));
-        this.pendingHashes.set(messageHash, request.id);
-        router.note(request.reply, "accepted");
-        log.info("request accepted", {id: request.id, source, ...routeField(request.reply), bytes: payload.length, stream: request.stream,
-            maxTokens: request.maxTokens, queued: stats.queued});
-        scheduler.submit({id: request.id, deadline: request.deadline, request});
     }
 
-    /** `{"id": "..."}` or the bare id: cancels a queued or running request. */
+    /** `{"id": "..."}` or the bare id: cancels a queued or running request (on any reply topic). */
     public cancel(payload: Buffer): void {
         const parsed = parseCancel(payload);
         if (!parsed.ok) {
             this.deps.log.warn("cancel refused", {code: parsed.error.code, message: parsed.error.message});
             return;
         }
-        const found = this.deps.scheduler.cancel(parsed.id);
+        const keys = this.deps.store.pendingKeys(parsed.id);
+        const found = keys.filter((key) => this.deps.scheduler.cancel(key)).length;
         this.deps.log.info("cancel", {id: parsed.id, found});
     }
 
-    /** Jobs accepted before a crash or restart run again (or time out) exactly once. */
+    /**
+     * Jobs accepted before a crash or restart run again (or time out) exactly once. Called in the same
+     * tick as the link starts, so they are queued before any live message. A job whose reply topic the
+     * policy or broker now refuses is finished with an error on the device's response topic instead.
+     */
     public replay(unfinished: readonly StoredJob[]): void {
         for (const stored of unfinished) {
             const decoded = decodeJob(stored.request);
             if (!decoded) {
                 this.deps.log.warn("unreadable journaled job dropped", {key: stored.key});
-                void this.deps.store.discard(stored.key);
+                this.deps.store.discard(stored.key);
                 continue;
             }
-            const {request, messageHash} = decoded;
-            if (messageHash) this.pendingHashes.set(messageHash, request.id);
-            this.deps.log.info("replaying unfinished request", {id: request.id, ageMs: Date.now() - request.receivedAt});
-            try {
-                this.deps.scheduler.submit({id: request.id, deadline: request.deadline, request}, {force: true});
-            } catch (err) {
-                this.replies.error(request.id, request.reply, err instanceof RequestError ? err : new RequestError("internal", "replay failed"));
+            const {request} = decoded;
+            const problem = replyTopicProblem(request.reply.topic, this.deps.policy, {maximumPacketSize: this.deps.link.brokerMaximumPacketSize()});
+            if (problem !== null) {
+                this.deps.log.warn("journaled job's reply topic refused; answered on the response topic", {id: request.id, problem});
+                this.replies.error(request.id, stored.key, {topic: this.deps.layout.response, via: "default"},
+                    new RequestError("invalid_request", `the reply topic ${problem}`, {field: "replyTo"}));
+                continue;
             }
+            this.deps.log.info("replaying unfinished request", {id: request.id, ageMs: Date.now() - request.receivedAt});
+            this.deps.scheduler.submit({id: stored.key, deadline: request.deadline, request}, {force: true});
         }
     }
 
     /** The scheduler's `expire`: a job that ended before it ran. */
     public expire(job: Job, reason: Exclude<StopReason, "shutdown">): void {
-        this.replies.error(job.request.id, job.request.reply,
+        this.replies.error(job.request.id, job.id, job.request.reply,
             new RequestError(reason, reason === "timeout" ? "the request's deadline passed before it could run" : "cancelled before it ran"));
     }
 
@@ -169,7 +155,7 @@ export class RequestPipeline {
             stream?.close();
             const error = err instanceof RequestError ? err : new RequestError("internal", "generation failed");
             if (!(err instanceof RequestError)) log.error("generation failed", {id: r.id, ...describeError(err)});
-            this.replies.error(r.id, r.reply, error);
+            this.replies.error(r.id, job.id, r.reply, error);
             return;
         }
         stream?.close();
@@ -198,15 +184,107 @@ export class RequestPipeline {
         // A "text" route publishes the answer alone, or nothing when there is none (see textAnswer).
         const text = r.reply.format === "text" ? textAnswer(reply) : undefined;
         router.note(r.reply, text === null ? "failed" : "answered", {id: r.id, code: text === null ? `no_answer_${finishReason}` : finishReason});
-        this.replies.final(r.id, r.reply, text === undefined ? JSON.stringify(reply) : text, true);
+        this.replies.final(r.id, job.id, r.reply, text === undefined ? JSON.stringify(reply) : text, true);
     }
 
-    private isDuplicate(request: InferenceRequest, messageHash: string, dup: boolean): boolean {
-        const byId = this.deps.store.lookup(request.id);
-        const byHash = dup && this.pendingHashes.has(messageHash);
-        if (byId === null && !byHash) return false;
-        this.deps.log.info("duplicate request dropped", {id: request.id, previous: byId ?? "pending", dup});
+    private take(packet: IPublishPacket): void {
+        const {layout, limits, router, store, scheduler, log, policy, link} = this.deps;
+        const topic = packet.topic;
+        const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload;
+        const props = packet.properties ?? {};
+        const receivedAt = Date.now();
+        const routed = router.intake({topic, payload, receivedAt, retain: packet.retain,
+            ...(props.messageExpiryInterval !== undefined ? {messageExpirySeconds: props.messageExpiryInterval} : {})});
+        if (routed === "dropped") return;
+        const source = routed?.source ?? (topic === layout.request ? "device" : "fleet");
+        const parsed = routed?.parsed ?? parseRequest({
+            topic, payload, receivedAt, source,
+            ...(props.responseTopic !== undefined ? {responseTopic: props.responseTopic} : {}),
+            ...(props.correlationData !== undefined ? {correlationData: props.correlationData} : {}),
+            ...(props.messageExpiryInterval !== undefined ? {messageExpirySeconds: props.messageExpiryInterval} : {})
+        }, layout, limits, {policy, maximumPacketSize: link.brokerMaximumPacketSize()});
+        if (!parsed.ok) {
+            log.warn("request refused", {id: parsed.id, code: parsed.error.code, bytes: payload.length, source, message: parsed.error.message});
+            this.replies.error(parsed.id, null, parsed.reply, parsed.error);
+            return;
+        }
+        const request = parsed.request;
+        const key = jobKey(request.id, request.reply.topic);
+        const hash = createHash("sha256").update(topic).update("\0").update(props.correlationData ?? "").update("\0").update(payload).digest("hex");
+        if (this.alreadyKnown(request, key, hash, packet)) return;
+        const refuse = (error: RequestError): void => {
+            log.warn("request refused", {id: request.id, code: error.code, source, message: error.message});
+            this.replies.error(request.id, null, request.reply, error);
+        };
+        if (this.model.state === "failed") return refuse(this.unavailable());
+        if (scheduler.isFull()) return refuse(scheduler.refuse());
+        try {
+            store.accept(key, encodeJob({request, messageHash: hash}), hash);
+        } catch (err) {
+            if (!(err instanceof StorageError)) throw err;
+            this.noteStorage(err.message);
+            return refuse(err.reason === "capped"
+                ? new RequestError("queue_full", `too many requests are waiting: ${err.message}`, {retryAfterMs: scheduler.retryAfterMs()})
+                : new RequestError("unavailable", `the device cannot keep requests now: ${err.message}`));
+        }
+        this.noteStorage(null);
+        router.note(request.reply, "accepted");
+        const stats = scheduler.stats();
+        log.info("request accepted", {id: request.id, source, ...routeField(request.reply), bytes: payload.length, stream: request.stream,
+            maxTokens: request.maxTokens, queued: stats.queued});
+        scheduler.submit({id: key, deadline: request.deadline, request});
+    }
+
+    /**
+     * A message seen before, answered so that an id never meets silence (docs/DESIGN.md, "Ids"):
+     * - the broker's redelivery (dup flag) of a message already taken: dropped, it is answered once;
+     * - a request retained at the broker: refused once (it would run again at every reconnect);
+     * - an id pending on this reply topic: nothing new, the pending one will be answered;
+     * - an id answered on this reply topic within the window: the same request gets the same answer
+     *   again; another request under that id gets duplicate_id.
+     */
+    private alreadyKnown(request: InferenceRequest, key: string, hash: string, packet: IPublishPacket): boolean {
+        const {store, log} = this.deps;
+        const seenKey = store.keyForHash(hash);
+        if (packet.dup && seenKey !== null) {
+            log.info("redelivered copy dropped", {id: request.id});
+            return true;
+        }
+        if (packet.retain) {
+            if (seenKey === null) {
+                store.rememberHash(hash, key);
+                this.replies.error(request.id, null, request.reply, new RequestError("invalid_request",
+                    "a retained request is not run: the broker would deliver it again at every reconnect; publish requests without the retain flag",
+                    {field: "retain"}));
+            }
+            log.warn("retained request refused", {id: request.id, answered: seenKey === null});
+            return true;
+        }
+        const known = store.lookup(key);
+        if (known === null) return false;
+        if (known.state === "pending") {
+            log.info("duplicate of a pending request: it will be answered once", {id: request.id});
+            return true;
+        }
+        const when = new Date(known.at).toISOString();
+        const windowMinutes = Math.round(this.deps.dedupeWindowMs / 60_000);
+        if (known.hash === hash && known.reply !== null) {
+            log.info("request seen before: its answer sent again", {id: request.id, answeredAt: when});
+            this.replies.again(known.reply);
+        } else {
+            log.info("request id used again", {id: request.id, answeredAt: when, sameRequest: known.hash === hash});
+            this.replies.error(request.id, null, request.reply, new RequestError("duplicate_id", known.hash === hash
+                ? `request ${request.id} was answered at ${when}, and its answer is no longer kept; send it with a new id`
+                : `id ${request.id} was used by another request at ${when}; ids are remembered for ${windowMinutes} minutes on each reply topic: use a new id`,
+            {answeredAt: when}));
+        }
         return true;
+    }
+
+    private noteStorage(reason: string | null): void {
+        if (reason === this.storageProblem) return;
+        this.storageProblem = reason;
+        this.deps.events.emit("storage", {reason});
     }
 
     private unavailable(): RequestError {
@@ -215,7 +293,7 @@ export class RequestPipeline {
 
     /** The model cannot load: every queued request gets model_unavailable. */
     private failQueued(): void {
-        for (const job of this.deps.scheduler.takeQueued()) this.replies.error(job.id, job.request.reply, this.unavailable());
+        for (const job of this.deps.scheduler.takeQueued()) this.replies.error(job.request.id, job.id, job.request.reply, this.unavailable());
     }
 }
 

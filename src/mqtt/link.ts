@@ -5,6 +5,8 @@
  *
  * Incoming publishes are handed to `onMessage`; its promise resolving is what sends the PUBACK
  * (MQTT.js acks when handleMessage's callback runs). The daemon resolves it once the job is on disk.
+ * Subscriptions can be dropped and taken again while connected (a fleet member leaving the shared
+ * queue while it cannot take work); a subscription the broker refuses is reported, not just logged.
  */
 import mqtt, {type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient} from "mqtt";
 import {BrokerError} from "../errors.js";
@@ -29,12 +31,23 @@ export interface LinkOptions {
     maxPayloadBytes: number;
 }
 
+/** How a connection ended, for telling a session takeover from a network or broker problem. */
+export interface LinkClose {
+    reason: string;
+    /** how long the connection had lasted */
+    connectedMs: number;
+    /** no socket error, no DISCONNECT packet and no keepalive timeout: the broker just closed it */
+    silent: boolean;
+}
+
 export interface LinkDeps {
     log: Logger;
     options: LinkOptions;
     onMessage: (packet: IPublishPacket) => Promise<void>;
     onConnect: (sessionPresent: boolean) => void;
-    onDisconnect: (reason: string) => void;
+    onDisconnect: (reason: string, close: LinkClose) => void;
+    /** a subscription the broker took (problem null) or refused (the reason), after each SUBACK */
+    onSubscription?: (filter: string, problem: string | null) => void;
 }
 
 export interface LinkStats {
@@ -58,6 +71,14 @@ export class MqttLink {
     /** the broker's Maximum Packet Size from the last CONNACK; undefined when it announced none */
     private brokerMaxPacket: number | undefined;
     private readonly connectWaiters = new Set<() => void>();
+    /** filters to hold, with their QoS: subscribed on every connect */
+    private readonly wanted = new Map<string, 0 | 1>();
+    /** what ended the current connection, if we saw it: an error event or a DISCONNECT packet */
+    private closeCause: string | null = null;
+    /** no reconnect sooner than this (e.g. while another client seems to use our client id) */
+    private reconnectFloorMs = 0;
+    /** the current connection got its CONNACK (a close before it is a failed attempt, not a takeover) */
+    private upSinceConnect = false;
 
     public constructor(deps: LinkDeps) {
         this.deps = deps;
@@ -65,6 +86,7 @@ export class MqttLink {
 
     public start(): void {
         const o = this.deps.options;
+        for (const sub of o.subscriptions) this.wanted.set(sub.filter, sub.qos);
         const options: IClientOptions = {
             protocolVersion: 5,
             clientId: o.clientId,
@@ -103,21 +125,52 @@ export class MqttLink {
             stream.setNoDelay?.(true);
             this.deps.log.info("mqtt connected", {url: redactUrl(o.url), clientId: o.clientId, sessionPresent: connack.sessionPresent,
                 connects: this.connects});
-            for (const s of o.subscriptions) {
-                client.subscribe(s.filter, {qos: s.qos}, (err) => {
-                    if (err) this.deps.log.error("mqtt subscribe failed", {filter: s.filter, message: err.message});
-                });
-            }
+            this.closeCause = null;
+            this.upSinceConnect = true;
+            for (const [filter, qos] of this.wanted) this.subscribe(filter, qos);
             this.deps.onConnect(connack.sessionPresent);
             for (const resolve of this.connectWaiters) resolve();
             this.connectWaiters.clear();
         });
-        client.on("error", (err) => this.noteError(err));
+        client.on("error", (err) => {
+            this.closeCause ??= err.message;
+            this.noteError(err);
+        });
+        client.on("disconnect", (packet) => {
+            this.closeCause = `the broker disconnected us (reason code 0x${(packet.reasonCode ?? 0).toString(16)})`;
+        });
         client.on("close", () => {
             if (this.stopping) return;
-            this.deps.onDisconnect(this.lastError ?? "connection closed");
+            const connectedMs = this.lastConnectAt === null ? 0 : Date.now() - this.lastConnectAt.getTime();
+            const silent = this.closeCause === null && this.upSinceConnect;
+            this.upSinceConnect = false;
+            this.deps.onDisconnect(this.lastError ?? "connection closed", {reason: this.closeCause ?? "closed by the broker", connectedMs, silent});
+            this.closeCause = null;
             this.scheduleReconnect();
         });
+    }
+
+    /**
+     * Holds (true) or drops (false) a subscription, at once when connected and at every connect after.
+     * Resolves when the broker answered (or at once when not connected).
+     */
+    public async setSubscribed(filter: string, qos: 0 | 1, on: boolean): Promise<void> {
+        if (on === this.wanted.has(filter)) return;
+        if (on) this.wanted.set(filter, qos);
+        else this.wanted.delete(filter);
+        const client = this.client;
+        if (!client?.connected) return;
+        if (on) {
+            this.subscribe(filter, qos);
+            return;
+        }
+        await client.unsubscribeAsync(filter).catch((err: unknown) =>
+            this.deps.log.warn("mqtt unsubscribe failed", {filter, message: (err as Error).message}));
+    }
+
+    /** No reconnect sooner than `ms` (0: the normal backoff). */
+    public setReconnectFloor(ms: number): void {
+        this.reconnectFloorMs = Math.max(0, ms);
     }
 
     /** Resolves at the next successful connect (at once if connected). */
@@ -175,10 +228,20 @@ export class MqttLink {
         if (!client.disconnected) client.end(true);
     }
 
+    private subscribe(filter: string, qos: 0 | 1): void {
+        this.client?.subscribe(filter, {qos}, (err, granted) => {
+            // v5: a SUBACK reason code of 0x80 or more in `qos` means refused (e.g. 0x87 not authorized by an ACL)
+            const code = granted?.[0]?.qos;
+            const problem = err ? err.message : code !== undefined && code >= 0x80 ? `refused by the broker (reason code 0x${code.toString(16)})` : null;
+            if (problem !== null) this.deps.log.error("mqtt subscribe failed", {filter, problem});
+            this.deps.onSubscription?.(filter, problem);
+        });
+    }
+
     private scheduleReconnect(): void {
         if (this.reconnectTimer || this.stopping) return;
         const o = this.deps.options;
-        const base = Math.min(o.reconnectMaxMs, o.reconnectMinMs * 2 ** Math.min(this.attempt, 16));
+        const base = Math.max(this.reconnectFloorMs, Math.min(o.reconnectMaxMs, o.reconnectMinMs * 2 ** Math.min(this.attempt, 16)));
         const delay = Math.round(base * (0.8 + Math.random() * 0.4)); // jitter: a fleet must not reconnect in lockstep
         this.attempt++;
         this.deps.log.info("mqtt reconnect scheduled", {inMs: delay, attempt: this.attempt});

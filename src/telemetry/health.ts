@@ -78,7 +78,9 @@ export interface HealthMessage {
      * The job journal: accepted requests not answered yet, and journal records skipped at start as
      * unreadable (a torn or damaged line; a skipped accept record is a request that was lost).
      */
-    jobs: {pending: number; damagedAtStart: number};
+    jobs: {pending: number; damagedAtStart: number;
+        /** final replies the broker would not take, given up after retries (their jobs left the journal) */
+        repliesDropped: number};
     /** each configured route's counters (docs/ROUTES.md); {} without routes */
     routes: Record<string, RouteCounters>;
     /** wall time this snapshot took to collect */

@@ -5,7 +5,7 @@
  */
 
 /** Error codes answered before a request was accepted: counted as rejected, not failed. */
-const REJECTION_CODES = new Set(["invalid_json", "invalid_request", "invalid_encoding", "payload_too_large", "queue_full", "shutting_down", "paused"]);
+const REJECTION_CODES = new Set(["invalid_json", "invalid_request", "invalid_encoding", "payload_too_large", "queue_full", "shutting_down", "paused", "duplicate_id", "unavailable"]);
 
 export interface GenerationRecord {
     promptTokens: number;

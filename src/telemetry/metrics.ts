@@ -34,6 +34,7 @@ export interface MetricsInput {
     process: ProcessFigures;
     /** each configured route's counters */
     routes: Record<string, RouteCounters>;
+    jobs: HealthMessage["jobs"];
 }
 
 type MetricType = "counter" | "gauge" | "summary";
@@ -90,6 +91,8 @@ export function renderMetrics(m: MetricsInput): string {
         [{labels: {device: m.device, version: m.version, node_llama_cpp: m.nodeLlamaCppVersion, model: m.model}, value: 1}]);
     e.family(`${P}mqtt_connected`, "gauge", "1 while connected to the broker.", m.mqtt.connected ? 1 : 0);
     e.family(`${P}mqtt_reconnects_total`, "counter", "Reconnections to the broker since start.", m.mqtt.reconnects);
+    e.family(`${P}jobs_pending`, "gauge", "Accepted requests in the job journal, not answered yet.", m.jobs.pending);
+    e.family(`${P}replies_dropped_total`, "counter", "Final replies the broker would not take, given up after retries.", m.jobs.repliesDropped);
     routeFamilies(e, m.routes);
     hostFamilies(e, m.health);
     const p = m.process;

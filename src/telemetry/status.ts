@@ -22,6 +22,9 @@ export interface StatusMessage {
     /** names of the conditions that made the device degraded, e.g. ["thermal"] */
     conditions?: string[];
     progress?: Record<string, unknown>;
+    /** the publishing daemon: a random id per process and the host name (two daemons with one device id tell apart) */
+    instance?: string;
+    host?: string;
 }
 
 export interface StatusPublisher {
@@ -34,6 +37,8 @@ export interface StatusReporterDeps {
     topic: string;
     link: StatusPublisher;
     onChange?: (status: StatusMessage) => void;
+    /** goes into every message (src/mqtt/session-guard.ts) */
+    identity?: {instance: string; host: string};
 }
 
 interface Lifecycle {
@@ -118,7 +123,7 @@ export class StatusReporter {
         this.everPublished = true;
         this.early = [];
         for (const message of messages) {
-            const payload = JSON.stringify(message);
+            const payload = JSON.stringify({...message, ...this.deps.identity});
             this.publishing = this.publishing.then(() => this.deps.link.publish(this.deps.topic, payload, {qos: 1, retain: true}))
                 .catch((err: unknown) => {
                     this.deps.log.warn("status publish failed", {message: (err as Error).message});

@@ -98,6 +98,7 @@ export class Telemetry {
     private model: ModelStateChange = {state: "loading", name: "", path: "", plan: null, reason: null};
     /** each route's counters as its last routeOutcome event said */
     private readonly routes = new Map<string, RouteCounters>();
+    private repliesDropped = 0;
 
     public constructor(deps: TelemetryDeps) {
         this.deps = deps;
@@ -226,6 +227,12 @@ export class Telemetry {
             void this.info?.refresh(false);
         });
         events.on("telemetry", "routeOutcome", (r) => this.routes.set(r.route, r.counters));
+        events.on("telemetry", "replyDropped", () => this.repliesDropped++);
+    }
+
+    private jobFigures(): HealthMessage["jobs"] {
+        const j = this.deps.parts.jobs.stats();
+        return {pending: j.pending, damagedAtStart: j.damagedAtStart, repliesDropped: this.repliesDropped};
     }
 
     /** Every configured route's counters (zero until its first message). */
@@ -268,7 +275,7 @@ export class Telemetry {
             disk: host.disk,
             inference: {model: this.model.name, modelState: this.model.state, queued: s.queued, running: s.running, paused: s.paused, ...figures},
             mqtt: {connected: link.connected, reconnects: link.reconnects, lastConnectAt: link.lastConnectAt},
-            jobs: this.deps.parts.jobs.stats(),
+            jobs: this.jobFigures(),
             routes: this.routeCounters(),
             collectMs: Math.round(collectMs * 100) / 100
         };
@@ -328,7 +335,7 @@ export class Telemetry {
             device: this.deps.layout.device, version: this.versions.qwenEdge, nodeLlamaCppVersion: this.versions.nodeLlamaCpp, model: this.model.name,
             state: this.deps.status.status.state, inference: this.inference.figures(), queued: s.queued, running: s.running, paused: s.paused,
             parallel: this.deps.config.inference.parallel, mqtt: {connected: link.connected, reconnects: link.reconnects}, health: this.lastHealth,
-            rates: this.inference.recentRates(), process: readProcessFigures(), routes: this.routeCounters()
+            rates: this.inference.recentRates(), process: readProcessFigures(), routes: this.routeCounters(), jobs: this.jobFigures()
         });
     }
 }

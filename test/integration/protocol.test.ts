@@ -94,12 +94,23 @@ describe("request features (scripted model)", () => {
         assert.match(error.message, /600/);
     });
 
-    it("does not run a redelivered id twice", async () => {
-        await ask("dup-1", {prompt: "once"});
-        await s.client.publish(`${s.base}/request`, JSON.stringify({id: "dup-1", prompt: "once", replyTo: "r/proto-a/dup-1"}));
-        await ask("dup-probe", {prompt: "after the duplicate"});
-        assert.equal(s.client.received.filter(finalFor("r/proto-a/dup-1")).length, 1);
-        await s.daemon.waitForLog("duplicate dropped", (l) => l.message === "duplicate request dropped" && l.id === "dup-1", 5000);
+    it("answers an id seen again without running it twice: the same request gets its answer again, another gets duplicate_id", async () => {
+        const body = JSON.stringify({id: "dup-1", prompt: "once", replyTo: "r/proto-a/dup-1"});
+        await s.client.publish(`${s.base}/request`, body);
+        const first = await s.client.waitFor("answer to dup-1", finalFor("r/proto-a/dup-1"));
+        assert.equal(first.json?.status, "ok");
+        await s.client.publish(`${s.base}/request`, body);
+        const [, again] = await s.client.waitForCount("the answer to dup-1 sent again", finalFor("r/proto-a/dup-1"), 2);
+        assert.deepEqual(again!.json, first.json, "the kept answer, not a new generation");
+        await s.client.publish(`${s.base}/request`, JSON.stringify({id: "dup-1", prompt: "something else", replyTo: "r/proto-a/dup-1"}));
+        const replies = await s.client.waitForCount("duplicate_id for another request under dup-1", finalFor("r/proto-a/dup-1"), 3);
+        const error = replies[2]!.json?.error as {code: string; message: string};
+        assert.equal(error.code, "duplicate_id");
+        assert.match(error.message, /^id dup-1 was used by another request at .+; ids are remembered for 60 minutes on each reply topic: use a new id$/);
+        assert.equal(s.daemon.logs.filter((l) => l.message === "request done" && l.id === "dup-1").length, 1, "generated once");
+        // the same id on another reply topic is another request
+        await s.client.publish(`${s.base}/request`, JSON.stringify({id: "dup-1", prompt: "once", replyTo: "r/proto-a/dup-1-other"}));
+        assert.equal((await s.client.waitFor("dup-1 on its own reply topic", finalFor("r/proto-a/dup-1-other"))).json?.status, "ok");
     });
 
     it("serves the fleet queue through the shared subscription", async () => {

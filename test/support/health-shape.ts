@@ -40,13 +40,14 @@ export function assertHealthShape(message: unknown): HealthMessage {
         ["inference.ttftMs.p50", "number|null"], ["inference.ttftMs.p95", "number|null"], ["inference.ttftMs.samples", "number"],
         ["inference.ttftMs.count", "number"],
         ["mqtt.connected", "boolean"], ["mqtt.reconnects", "number"], ["mqtt.lastConnectAt", "string|null"],
-        ["jobs.pending", "number"], ["jobs.damagedAtStart", "number"], ["collectMs", "number"]
+        ["jobs.pending", "number"], ["jobs.damagedAtStart", "number"], ["jobs.repliesDropped", "number"], ["collectMs", "number"]
     ];
     for (const [path, kind] of fields) check(message, path, kind);
     const m = message as HealthMessage;
     assert.ok(["starting", "loading", "online", "degraded", "offline"].includes(m.state), `health.state ${m.state}`);
     assert.ok(["loading", "ready", "failed"].includes(m.inference.modelState), `health.inference.modelState ${m.inference.modelState}`);
     assert.equal(typeof m.inference.errors, "object");
+    assert.ok(typeof m.routes === "object" && m.routes !== null, "health.routes");
     for (const [code, n] of Object.entries(m.inference.errors)) assert.ok(typeof n === "number" && n > 0, `errors.${code}`);
     if (m.cpu.throttling !== null) {
         check(m, "cpu.throttling.raw", "string");

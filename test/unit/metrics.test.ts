@@ -28,7 +28,7 @@ function sampleHealth(): HealthMessage {
             errors: {queue_full: 1, timeout: 1}, promptTokens: 30, tokensGenerated: 70, tokensPerSecond: {last: 6.12, average: 5.9, recent: 6.05, windowSeconds: 60},
             ttftMs: {p50: 420, p95: 900, samples: 2, count: 2}},
         mqtt: {connected: true, reconnects: 2, lastConnectAt: new Date().toISOString()},
-        jobs: {pending: 4, damagedAtStart: 0},
+        jobs: {pending: 4, damagedAtStart: 0, repliesDropped: 1},
         routes: {},
         collectMs: 1.2
     };
@@ -45,7 +45,8 @@ function sampleInput(health: HealthMessage | null): MetricsInput {
         inference: stats.figures(), rates: stats.recentRates(), queued: 3, running: 1, paused: true, parallel: 1,
         mqtt: {connected: true, reconnects: 2}, health,
         process: {cpuSeconds: 12.5, residentBytes: 812000000, virtualBytes: 1_900_000_000, openFds: 21, maxFds: 1024, startTimeSeconds: 1732871112},
-        routes: {doorbell: {...zeroCounters(), received: 7, filtered: 1, rateLimited: 2, accepted: 4, answered: 3, failed: 1}}
+        routes: {doorbell: {...zeroCounters(), received: 7, filtered: 1, rateLimited: 2, accepted: 4, answered: 3, failed: 1}},
+        jobs: {pending: 4, damagedAtStart: 0, repliesDropped: 1}
     };
 }
 
