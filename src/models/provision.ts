@@ -8,7 +8,7 @@ import type {ModelDownloader} from "node-llama-cpp";
 import {ChecksumMismatchError, ModelUnavailableError, NoSpaceError, QwenEdgeError} from "../errors.js";
 import {holdRejectionGuard, isNoSpace, limitInternalRetries} from "./downloader-quirks.js";
 import {inspectGgufFile, ModelFileError, type GgufFileFacts} from "./gguf-check.js";
-import {formatBytes} from "./planner.js";
+import {formatBytes} from "../util/size.js";
 import {hfEndpoint, hfFileInfo, parseHfUri, probeRemote, redactUrl, RemoteStatusError, resolveDownloadUrl} from "./provision-remote.js";
 
 export {ModelFileError, type ModelFileProblem} from "./gguf-check.js";
