@@ -7,6 +7,7 @@ import {jsonSchemaLimitProblem} from "../mqtt/bounded-json.js";
 import {replyPolicy, replyPolicyRefusals, routeInputRules, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {isPlainObject, type ThinkingSetting} from "../mqtt/request-fields.js";
 import {topicMatches, validatePublishTopic, validateTopicFilter} from "../mqtt/topics.js";
+import {didYouMean} from "../util/text.js";
 import {parsePath, parseTemplate, templateMayMatch, valueAt, type Template, type TemplateScope} from "./template.js";
 
 export interface Condition {
@@ -59,24 +60,10 @@ function describe(value: unknown): string {
     return Array.isArray(value) ? "a list" : "a mapping";
 }
 
-/** Edit distance, for "did you mean" on misspelled keys. */
-function distance(a: string, b: string): number {
-    let row = Array.from({length: b.length + 1}, (_, j) => j);
-    for (let i = 1; i <= a.length; i++) {
-        const next = [i];
-        for (let j = 1; j <= b.length; j++)
-            next.push(Math.min((row[j] ?? 0) + 1, (next[j - 1] ?? 0) + 1, (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1)));
-        row = next;
-    }
-    return row[b.length] ?? 0;
-}
-
 function checkKeys(obj: Record<string, unknown>, allowed: readonly string[], at: string): void {
-    const squash = (s: string): string => s.toLowerCase().replace(/[_-]/g, "");
     for (const key of Object.keys(obj)) {
         if (allowed.includes(key)) continue;
-        const near = allowed.find((k) => squash(k) === squash(key)) ?? allowed.find((k) => distance(squash(k), squash(key)) <= 2 && k.length > 3);
-        throw new Problem(`${at}: unknown key ${JSON.stringify(key.slice(0, 64))}${near ? ` (did you mean "${near}"?)` : ""}; allowed: ${allowed.join(", ")}`);
+        throw new Problem(`${at}: unknown key ${JSON.stringify(key.slice(0, 64))}${didYouMean(key, allowed, 2)}; allowed: ${allowed.join(", ")}`);
     }
 }
 

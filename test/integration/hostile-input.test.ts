@@ -12,6 +12,7 @@ import {startBroker, type Broker} from "../support/broker.js";
 import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
 import {TestClient} from "../support/mqtt-client.js";
 import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import {withTimeout} from "../../src/util/timeout.js";
 
 const DEVICE = "hostile-test";
 const REQUEST = `qwen-edge/${DEVICE}/request`;
@@ -35,10 +36,9 @@ routes:
 
 /** Resolves at the PUBACK; a publish the daemon never acknowledges fails here, by name. */
 async function publishAcked(client: TestClient, topic: string, payload: string, what: string): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([client.publish(topic, payload),
-        new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no PUBACK within 5000 ms for ${what}`)), 5000); })]);
-    clearTimeout(timer);
+    await withTimeout(client.publish(topic, payload), 5000, () => {
+        throw new Error(`no PUBACK within 5000 ms for ${what}`);
+    });
 }
 
 void describe("hostile input against the daemon", () => {
