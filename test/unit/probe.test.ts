@@ -156,14 +156,14 @@ describe("the board: what the machine is, and who made it", () => {
     it("takes the DMI product name and vendor of a PC", async () => {
         await withTree({...x86, "sys/class/dmi/id/product_name": "ThinkCentre M720q\n", "sys/class/dmi/id/sys_vendor": "LENOVO\n"}, async (root) => {
             const facts = await probeDevice({root});
-            assert.deepEqual(facts.board, {arch: "x64", model: "ThinkCentre M720q", vendor: "LENOVO", isRaspberryPi: false});
+            assert.deepEqual(facts.board, {arch: "x64", simd: [], model: "ThinkCentre M720q", vendor: "LENOVO", isRaspberryPi: false});
             assert.equal(facts.cpu.model, "Intel(R) Core(TM) i5-8500T CPU @ 2.10GHz");
         });
     });
 
     it("leaves out what firmware filled with placeholders", async () => {
         await withTree({...x86, "sys/class/dmi/id/product_name": "To Be Filled By O.E.M.\n", "sys/class/dmi/id/sys_vendor": "System manufacturer\n"},
-            async (root) => assert.deepEqual((await probeDevice({root})).board, {arch: "x64", model: null, vendor: null, isRaspberryPi: false}));
+            async (root) => assert.deepEqual((await probeDevice({root})).board, {arch: "x64", simd: [], model: null, vendor: null, isRaspberryPi: false}));
     });
 });
 
