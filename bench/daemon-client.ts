@@ -151,7 +151,7 @@ interface Pending {
     resolve: (reply: Record<string, unknown>, at: number) => void;
 }
 
-/** One MQTT connection of a user's client: v5, TCP_NODELAY (as FACTS.md recommends), replies on its own topic. */
+/** One MQTT connection of a user's client: v5, TCP_NODELAY (docs/DESIGN.md: MQTT.js leaves Nagle on), replies on its own topic. */
 export class BenchClient {
     private readonly pending = new Map<string, Pending>();
     private counter = 0;
