@@ -9,6 +9,7 @@ import {join} from "node:path";
 import {performance} from "node:perf_hooks";
 import {fileURLToPath} from "node:url";
 import mqtt, {type MqttClient} from "mqtt";
+import {withTimeout} from "../src/util/timeout.js";
 
 const MAIN = fileURLToPath(new URL("../src/launcher.cjs", import.meta.url));
 
@@ -68,14 +69,12 @@ export class BenchDaemon {
             closeSync(log);
             this.child = child;
             this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
-            let timer: NodeJS.Timeout | undefined;
-            const outcome = await Promise.race([
+            const outcome = await withTimeout(Promise.race([
                 online,
-                this.exited.then((code) => { throw new Error(`daemon exited (${code}) before online; log tail:\n${this.logTail()}`); }),
-                new Promise<never>((_, reject) => {
-                    timer = setTimeout(() => reject(new Error(`daemon not online within ${timeoutMs} ms; log tail:\n${this.logTail()}`)), timeoutMs);
-                })
-            ]).finally(() => clearTimeout(timer));
+                this.exited.then((code) => { throw new Error(`daemon exited (${code}) before online; log tail:\n${this.logTail()}`); })
+            ]), timeoutMs, () => {
+                throw new Error(`daemon not online within ${timeoutMs} ms; log tail:\n${this.logTail()}`);
+            });
             return outcome - started;
         } finally {
             await watcher.endAsync(true);
@@ -152,7 +151,7 @@ interface Pending {
     resolve: (reply: Record<string, unknown>, at: number) => void;
 }
 
-/** One MQTT connection of a user's client: v5, TCP_NODELAY (as FACTS.md recommends), replies on its own topic. */
+/** One MQTT connection of a user's client: v5, TCP_NODELAY (docs/DESIGN.md: MQTT.js leaves Nagle on), replies on its own topic. */
 export class BenchClient {
     private readonly pending = new Map<string, Pending>();
     private counter = 0;

@@ -140,7 +140,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < o.parallel; i++) clients.push(await BenchClient.connect(brokerUrl, `c${i}-${suffix}`));
         const c0 = clients.slice(0, 1);
         const body = (stream: boolean, maxTokens = o.maxTokens): RequestBody => ({prompt: PROMPT, maxTokens, stream, seed: o.seed});
-        // First generations are 10-30 % slower (FACTS.md): warm every path before measuring.
+        // First generations are 10-30 % slower (docs/DESIGN.md): warm every path before measuring.
         for (const d of [a, b, b0]) {
             if (!d) continue;
             await mqttRound(c0, d.layout.request, body(false));

@@ -4,7 +4,12 @@
  * as deploy/config.example.yaml.
  */
 import type convict from "convict";
-import type {RouteConfig} from "./routes/route.js";
+// Types only (erased at run time): the schema depends on no module's code.
+import type {LogFormat} from "./log.js";
+import type {ModelVariant, Quantization} from "./models/catalog.js";
+import type {ThinkingSetting} from "./mqtt/request-fields.js";
+
+export type LogLevel = "error" | "warn" | "info" | "debug";
 
 export interface QwenEdgeConfigShape {
     device: {id: string};
@@ -15,7 +20,7 @@ export interface QwenEdgeConfigShape {
         reconnectMinMs: number; reconnectMaxMs: number; replyTopics: string[];
     };
     model: {
-        path: string; dir: string; variant: string; quants: string[]; repository: string;
+        path: string; dir: string; variant: "auto" | ModelVariant; quants: Quantization[]; repository: string;
         download: boolean; reserveBytes: number; hfToken: string; hfEndpoint: string; mmap: boolean;
     };
     inference: {
@@ -26,7 +31,7 @@ export interface QwenEdgeConfigShape {
     };
     state: {dir: string};
     shutdown: {drainMs: number};
-    log: {level: string; format: string};
+    log: {level: LogLevel; format: LogFormat};
     telemetry: {
         intervalSeconds: number; retainHealth: boolean; homeAssistant: boolean; discoveryPrefix: string;
         metricsPort: number; metricsHost: string; maxTemperatureC: number; coolDownC: number; pauseWhenHot: boolean;
@@ -34,6 +39,60 @@ export interface QwenEdgeConfigShape {
     };
     routes: RouteConfig[];
 }
+
+/** A value a route filter compares with (`equals`, `in`). */
+export type FilterValue = string | number | boolean | null;
+
+/** One condition on the payload (or on the JSON value at `path`); every operator given must hold. */
+export interface FilterConfig {
+    /** dot path into a JSON payload, e.g. "action" or "sensors.0.value"; absent: the whole payload */
+    path?: string;
+    equals?: FilterValue;
+    in?: FilterValue[];
+    /** a regular expression the (string) value must match */
+    matches?: string;
+    /** numeric: the value must be greater than this */
+    above?: number;
+    /** numeric: the value must be less than this */
+    below?: number;
+}
+
+export interface RouteConfig {
+    name: string;
+    /** MQTT topic filter to subscribe; "+" and "#" allowed */
+    topic: string;
+    /** how the payload is read; default "text" */
+    payload?: "text" | "json";
+    /** what to do with a payload the route cannot read; default "drop" (logged and counted) */
+    onInvalid?: "drop" | "reply-error";
+    /** one condition or a list (all must hold); messages that fail it are dropped and counted */
+    filter?: FilterConfig | FilterConfig[];
+    /** at most one request per source topic per this many ms; default 0 (no limit) */
+    minIntervalMs?: number;
+    /** at most this many requests per rolling minute for the whole route; 0: no limit; default 30 */
+    maxPerMinute?: number;
+    prompt: string;
+    system?: string;
+    maxTokens?: number;
+    timeoutMs?: number;
+    jsonSchema?: Record<string, unknown>;
+    thinking?: ThinkingSetting;
+    reply: {
+        topic: string;
+        /** "text": the answer alone (default); "json": the whole reply object, errors too */
+        format?: "text" | "json";
+        /** default false */
+        retain?: boolean;
+        /** default 1 */
+        qos?: 0 | 1 | 2;
+        /** with retain: distinct reply topics the route may leave a retained answer on; default 32 */
+        maxRetainedTopics?: number;
+    };
+}
+
+/** Each section's type, for the parts that read only their own (the models/ slices, for one). */
+export type ModelConfig = QwenEdgeConfigShape["model"];
+export type InferenceConfig = QwenEdgeConfigShape["inference"];
 
 export interface SchemaNode {
     doc: string;
@@ -43,7 +102,7 @@ export interface SchemaNode {
     nullable?: boolean;
 }
 
-const levels = ["error", "warn", "info", "debug"];
+const levels: LogLevel[] = ["error", "warn", "info", "debug"];
 
 export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
     device: {

@@ -10,7 +10,7 @@ import convict from "convict";
 import YAML from "yaml";
 import {ConfigError} from "./errors.js";
 import {QUANTIZATIONS, isQuantization} from "./models/catalog.js";
-import {parseSize} from "./models/planner.js";
+import {parseSize} from "./util/size.js";
 import {sanitizeDeviceId, topicLayout, validateTopicFilter} from "./mqtt/topics.js";
 import {compileRoutes, deviceRouteProblems, routesFromJson} from "./routes/route.js";
 import {passwordNotAccepted} from "./mqtt/credentials.js";

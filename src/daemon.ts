@@ -16,7 +16,7 @@ import {RequestPipeline, type Job} from "./jobs/pipeline.js";
 import {JobStore} from "./jobs/store.js";
 import type {Logger} from "./log.js";
 import {bringUpModel} from "./models/bring-up.js";
-import {readBrokerSecrets} from "./mqtt/credentials.js";
+import {brokerAuth, readBrokerSecrets} from "./mqtt/credentials.js";
 import {FleetMembership} from "./mqtt/fleet-membership.js";
 import {SessionGuard} from "./mqtt/session-guard.js";
 import {replyPolicy} from "./mqtt/reply-policy.js";
@@ -27,6 +27,7 @@ import {compileRoutes} from "./routes/route.js";
 import {Router} from "./routes/router.js";
 import {StatusReporter, type StatusMessage} from "./telemetry/status.js";
 import {Telemetry, telemetrySubscriptions} from "./telemetry/telemetry.js";
+import {withTimeout} from "./util/timeout.js";
 
 export interface DaemonDeps {
     config: QwenEdgeConfig;
@@ -233,13 +234,13 @@ export class Daemon {
         log.info("shutting down", {drainMs: config.shutdown.drainMs});
         if (this.guardTimer) clearInterval(this.guardTimer);
         // out of the fleet queue first, so fleet work goes to the other members while this one drains
-        if (this.link.connected) await withTimeout(this.fleet?.leave() ?? Promise.resolve(), 2000);
+        if (this.link.connected) await withTimeout(this.fleet?.leave() ?? Promise.resolve(), 2000, () => undefined);
         this.pipeline.close();
         this.events.off("daemon");
         const drain = await this.scheduler.stop(config.shutdown.drainMs);
         await this.engine.stop().catch((err: unknown) => log.warn("engine stop failed", describeError(err)));
         await this.telemetry.stop();
-        if (this.link.connected) await withTimeout(this.status.set("offline"), 2000);
+        if (this.link.connected) await withTimeout(this.status.set("offline"), 2000, () => undefined);
         await this.link.stop();
         await this.store.stop();
         log.info("stopped", {ms: Date.now() - started, ...drain, keptForNextStart: this.store.stats().pending});
@@ -264,18 +265,7 @@ export class Daemon {
             connectTimeoutMs: m.connectTimeoutMs, reconnectMinMs: m.reconnectMinMs, reconnectMaxMs: m.reconnectMaxMs,
             will: {topic: this.layout.status, payload: JSON.stringify({state: "offline", since: new Date().toISOString(), reason: "connection lost"})},
             subscriptions, maxPayloadBytes: this.deps.config.inference.maxPayloadBytes,
-            ...(m.username ? {username: m.username} : {}),
-            ...(secrets.password ? {password: secrets.password} : {}),
-            ...(secrets.ca ? {ca: secrets.ca} : {}),
-            ...(secrets.cert ? {cert: secrets.cert} : {}),
-            ...(secrets.key ? {key: secrets.key} : {})
+            ...brokerAuth(m.username, secrets)
         };
     }
-}
-
-/** Waits for `promise`, or `ms`, whichever comes first. */
-async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([promise, new Promise((resolve) => { timer = setTimeout(resolve, ms); })]);
-    clearTimeout(timer);
 }

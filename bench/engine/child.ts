@@ -241,7 +241,7 @@ async function main(): Promise<void> {
         sample = low.sample;
         stop = () => low.llama.dispose();
     }
-    await sample(); // warm-up: a process's first generation is 10-30 % slower (FACTS.md)
+    await sample(); // warm-up: a process's first generation is 10-30 % slower (docs/DESIGN.md)
     const samples: NodeSample[] = [];
     const started = performance.now();
     while (samples.length < s.reps && (samples.length < 2 || performance.now() - started < s.maxSeconds * 1000)) {

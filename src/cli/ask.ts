@@ -6,8 +6,9 @@ import {randomBytes} from "node:crypto";
 import mqtt from "mqtt";
 import {loadConfig} from "../config.js";
 import {ConfigError} from "../errors.js";
-import {readBrokerSecrets} from "../mqtt/credentials.js";
+import {brokerAuth, readBrokerSecrets} from "../mqtt/credentials.js";
 import {explainConnectError} from "../mqtt/link.js";
+import {withTimeout} from "../util/timeout.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 
@@ -33,10 +34,7 @@ export async function askCommand(args: string[]): Promise<number> {
     // The same broker credentials and TLS files as the daemon, read the same way (files only).
     const secrets = readBrokerSecrets(config.mqtt);
     const client = await mqtt.connectAsync(config.mqtt.url, {protocolVersion: 5, clean: true, reconnectPeriod: 0,
-        clientId: `qwen-edge-ask-${nonce}`, connectTimeout: 10_000, rejectUnauthorized: true,
-        ...(config.mqtt.username ? {username: config.mqtt.username} : {}),
-        ...(secrets.password ? {password: secrets.password} : {}),
-        ...(secrets.ca ? {ca: secrets.ca} : {}), ...(secrets.cert ? {cert: secrets.cert} : {}), ...(secrets.key ? {key: secrets.key} : {})
+        clientId: `qwen-edge-ask-${nonce}`, connectTimeout: 10_000, rejectUnauthorized: true, ...brokerAuth(config.mqtt.username, secrets)
     }).catch((err: Error & {code?: string | number}) => {
         throw new Error(explainConnectError(err, config.mqtt.url, {ca: secrets.ca !== undefined, clientCert: secrets.cert !== undefined}).message);
     });
@@ -61,16 +59,10 @@ export async function askCommand(args: string[]): Promise<number> {
         });
         await client.publishAsync(topic, JSON.stringify(request), {qos: 1,
             properties: {responseTopic: replyTopic, correlationData: Buffer.from(nonce)}});
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = new Promise<number>((resolve) => {
-            timer = setTimeout(() => {
-                process.stderr.write(`no answer from ${topic} within ${timeoutMs / 1000} s (is the daemon running for device "${device}"?)\n`);
-                resolve(EXIT.timeout);
-            }, timeoutMs);
+        return await withTimeout(done, timeoutMs, () => {
+            process.stderr.write(`no answer from ${topic} within ${timeoutMs / 1000} s (is the daemon running for device "${device}"?)\n`);
+            return EXIT.timeout;
         });
-        const code = await Promise.race([done, timedOut]);
-        clearTimeout(timer);
-        return code;
     } finally {
         await client.endAsync();
     }

@@ -1,9 +1,10 @@
 /** `qwen-edge plan` and `qwen-edge pull`: the model choice, explained, and provisioning ahead of time. */
 import {loadConfig} from "../config.js";
 import {ConfigError, NoModelFitsError} from "../errors.js";
-import {createLogger, silentLogger, type LogFormat} from "../log.js";
+import {createLogger, silentLogger} from "../log.js";
 import {disposeEstimateLlama} from "../models/estimate.js";
-import {formatBytes, parseSize, renderPlan} from "../models/planner.js";
+import {renderPlan} from "../models/planner.js";
+import {formatBytes, parseSize} from "../util/size.js";
 import {keptDownloadBytes, type ProvisionProgress} from "../models/provision.js";
 import {ProgressBar} from "../models/progress-bar.js";
 import {fallbackOrder, parseVariantFlag, planForDevice, provisionCandidate} from "../models/select.js";
@@ -41,7 +42,7 @@ export async function pullCommand(args: string[]): Promise<number> {
         throw new ConfigError((err as Error).message);
     }
     // The command's own output only; the daemon's log lines with --verbose (on stderr).
-    const log = flags.verbose === true ? createLogger("debug", process.stderr, config.log.format as LogFormat) : silentLogger();
+    const log = flags.verbose === true ? createLogger("debug", process.stderr, config.log.format) : silentLogger();
     const controller = new AbortController();
     let bar: ProgressBar | null = null;
     let progress: ProvisionProgress | null = null;

@@ -5,7 +5,7 @@ import {SdNotifier} from "../system/sdnotify.js";
 import {defaultThreads, probeCpuFacts} from "../system/probe.js";
 import type {StatusMessage} from "../telemetry/status.js";
 import {ConfigError, describeError} from "../errors.js";
-import {createLogger, type LogFormat} from "../log.js";
+import {createLogger} from "../log.js";
 import {packageVersion} from "../version.js";
 import {isDownloaderStray} from "../models/downloader-quirks.js";
 import {checkConfiguredModelPath} from "../models/gguf-check.js";
@@ -19,7 +19,7 @@ export async function runCommand(args: string[]): Promise<number> {
     const config = loadConfig({args: configArgs});
     // Before anything starts: a wrong model.path exits 2, which the unit file does not restart.
     if (config.model.path !== "") await checkConfiguredModelPath(config.model.path);
-    const log = createLogger(config.log.level, process.stdout, config.log.format as LogFormat);
+    const log = createLogger(config.log.level, process.stdout, config.log.format);
     // Default: every CPU available, up to the physical cores. With libuv's pool at one thread (the
     // launcher) that is the fastest measured at every model size >= 70 MB (docs/ENGINE-SPEED.md).
     const cpu = await probeCpuFacts();

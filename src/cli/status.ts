@@ -9,7 +9,7 @@ import {randomBytes} from "node:crypto";
 import mqtt, {type IClientOptions} from "mqtt";
 import {loadConfig, type QwenEdgeConfig} from "../config.js";
 import {ConfigError} from "../errors.js";
-import {readBrokerSecrets} from "../mqtt/credentials.js";
+import {brokerAuth, readBrokerSecrets} from "../mqtt/credentials.js";
 import {topicLayout} from "../mqtt/topics.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
@@ -33,11 +33,7 @@ export function cliClientOptions(config: QwenEdgeConfig, role: string): IClientO
     return {
         protocolVersion: 5, clean: true, reconnectPeriod: 0, connectTimeout: 10_000,
         clientId: `qwen-edge-${role}-${randomBytes(6).toString("hex")}`,
-        ...(m.username ? {username: m.username} : {}),
-        ...(secrets.password ? {password: secrets.password} : {}),
-        ...(secrets.ca ? {ca: secrets.ca} : {}),
-        ...(secrets.cert ? {cert: secrets.cert} : {}),
-        ...(secrets.key ? {key: secrets.key} : {}),
+        ...brokerAuth(m.username, secrets),
         rejectUnauthorized: true
     };
 }

@@ -9,6 +9,7 @@ import {
 } from "node-llama-cpp";
 import {ModelUnavailableError, RequestError} from "../errors.js";
 import {collectGarbage} from "../system/gc.js";
+import {withTimeout} from "../util/timeout.js";
 import {thoughtBudget, type GenerationOptions} from "./generation.js";
 import type {Logger} from "../log.js";
 
@@ -31,7 +32,7 @@ export interface SamplingDefaults {
 }
 
 export interface EngineOptions {
-    /** generation threads; never left to node-llama-cpp's default (FACTS.md: 40-60x slower) */
+    /** generation threads; never left to node-llama-cpp's default (docs/DESIGN.md: 40-60x slower) */
     threads: number;
     /** tokens per sequence */
     contextSize: number;
@@ -185,10 +186,7 @@ export class Engine {
         // node-llama-cpp 3.21.1: a model that failed to load keeps a dispose lock on the runtime, released
         // only if that model is still reachable; once it is garbage-collected llama.dispose() never resolves
         // (measured: SIGTERM then hung until the exit timer, exit 1). The process is ending: don't wait.
-        let timer: NodeJS.Timeout | undefined;
-        const disposed = await Promise.race([llama.dispose().then(() => true),
-            new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), DISPOSE_WAIT_MS); })]);
-        clearTimeout(timer);
+        const disposed = await withTimeout(llama.dispose().then(() => true), DISPOSE_WAIT_MS, () => false);
         if (!disposed) this.deps.log.warn("llama runtime did not release in time; stopping without it", {waitedMs: DISPOSE_WAIT_MS});
     }
 

@@ -4,6 +4,7 @@
  * job that ended before it ran. An AbortSignal's reason tells `run` why it was stopped.
  */
 import {RequestError} from "../errors.js";
+import {withTimeout} from "../util/timeout.js";
 import type {Logger} from "../log.js";
 
 export type StopReason = "cancelled" | "timeout" | "shutdown";
@@ -130,14 +131,7 @@ export class Scheduler<J extends SchedulableJob> {
         for (const e of this.queue.splice(0)) if (e.timer) clearTimeout(e.timer);
         const before = this.running.size;
         if (before > 0) {
-            let timer: NodeJS.Timeout | undefined;
-            const drained = await Promise.race([
-                this.whenIdle().then(() => true),
-                new Promise<boolean>((resolve) => {
-                    timer = setTimeout(() => resolve(false), drainMs);
-                })
-            ]);
-            clearTimeout(timer);
+            const drained = await withTimeout(this.whenIdle().then(() => true), drainMs, () => false);
             if (!drained) for (const e of this.running.values()) e.controller.abort("shutdown" satisfies StopReason);
             await this.whenIdle();
         }

@@ -20,7 +20,7 @@
 import {closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writeSync} from "node:fs";
 import {join} from "node:path";
 import type {Logger} from "../log.js";
-import {syncDir} from "../system/fs-sync.js";
+import {syncDir} from "../util/fs.js";
 
 export interface StoredJob {
     /** jobKey(id, reply topic) */

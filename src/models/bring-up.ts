@@ -5,7 +5,7 @@
  * `onPhase` so the retained status shows it.
  */
 import {basename} from "node:path";
-import type {QwenEdgeConfig} from "../config.js";
+import type {ModelConfig} from "../config-schema.js";
 import {describeError, ModelUnavailableError, NoModelFitsError} from "../errors.js";
 import type {Engine} from "../inference/engine.js";
 import type {Logger} from "../log.js";
@@ -13,10 +13,13 @@ import {modelName} from "./catalog.js";
 import type {ModelPlan} from "./planner.js";
 import {collectGarbage} from "../system/gc.js";
 import {checkGgufFile, type ProvisionProgress} from "./provision.js";
-import {fallbackOrder, logPlan, planForDevice, provisionCandidate} from "./select.js";
+import {fallbackOrder, logPlan, planForDevice, provisionCandidate, type PlanConfig, type ProvisionConfig} from "./select.js";
+
+/** What bring-up reads from the configuration: model.path, and what planning and provisioning read. */
+export type BringUpConfig = PlanConfig & ProvisionConfig & {model: Pick<ModelConfig, "path">};
 
 export interface BringUpDeps {
-    config: QwenEdgeConfig;
+    config: BringUpConfig;
     log: Logger;
     engine: Pick<Engine, "load" | "runtime">;
     onPhase: (phase: "planning" | "provisioning" | "loading", progress: Record<string, unknown>) => void;

@@ -4,7 +4,7 @@
  * The `MemoryFacts` import is type-only and erased at run time.
  */
 import type {CgroupMemoryFacts, MemoryFacts} from "../system/probe.js";
-import {ConfigError} from "../errors.js";
+import {formatBytes} from "../util/size.js";
 import {
     DEFAULT_QUANT_PREFERENCE, MODEL_VARIANTS, modelName,
     type CandidateRequirement, type ModelVariant, type Quantization, type RequirementSource
@@ -95,7 +95,6 @@ export interface ModelPlan {
 }
 
 const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
 /**
  * Default reserve: 5 % of the memory a limit governs, at least 64 MiB and at most 512 MiB. On a host this
@@ -246,40 +245,6 @@ function planReason(chosen: CandidateRequirement | null, smallest: CandidateRequ
     const what = `${modelName(s.variant, s.quant)}, needs ${formatBytes(s.requiredBytes)}`;
     if (pin !== "auto") return `model.variant is pinned to ${pin}, but ${what} and the device has a ${budgetText}. Set model.variant to auto or free memory.`;
     return `Nothing fits: the smallest model, ${what}, but the device has a ${budgetText}.`;
-}
-
-const UNITS: Record<string, number> = {
-    "": 1, b: 1,
-    kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12,
-    kib: 1024, mib: MiB, gib: GiB, tib: 1024 * GiB,
-    // Bare K/M/G/T are binary, as in systemd's MemoryMax= and docker --memory.
-    k: 1024, m: MiB, g: GiB, t: 1024 * GiB
-};
-
-/** "4GiB", "1536MiB", "1.5GB", "4G", "123456" -> bytes. Throws ConfigError for anything else. */
-export function parseSize(text: string): number {
-    const match = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$/i.exec(text);
-    const factor = match ? UNITS[(match[2] ?? "").toLowerCase()] : undefined;
-    if (!match || factor === undefined) {
-        throw new ConfigError(`Invalid size "${text}": expected bytes or a number with a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; K, M, G, T mean KiB...TiB), e.g. "4GiB", "1536MiB", "1.5GB", "123456"`);
-    }
-    const bytes = Math.round(Number(match[1]) * factor);
-    if (!Number.isSafeInteger(bytes)) throw new ConfigError(`Invalid size "${text}": too large`);
-    return bytes;
-}
-
-/** 1536 MiB -> "1.5 GiB"; binary units, three significant digits. */
-export function formatBytes(bytes: number): string {
-    const sign = bytes < 0 ? "-" : "";
-    let value = Math.abs(bytes);
-    if (value < 1024) return `${sign}${Math.round(value)} B`;
-    const units = ["KiB", "MiB", "GiB", "TiB"];
-    let unit = -1;
-    while (value >= 1024 && unit < units.length - 1) {
-        value /= 1024;
-        unit++;
-    }
-    return `${sign}${Number(value.toPrecision(3))} ${units[unit]}`;
 }
 
 /** The `qwen-edge plan` table. */

@@ -1,6 +1,6 @@
 // Progress of `qwen-edge pull`: one line redrawn with \r on a terminal, plain lines every few seconds
 // otherwise (journald, CI logs), so a multi-GB download neither floods a log nor looks frozen.
-import {formatBytes} from "./planner.js";
+import {formatBytes} from "../util/size.js";
 import type {ProvisionProgress} from "./provision.js";
 
 export interface ProgressBarOptions {

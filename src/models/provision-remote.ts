@@ -1,6 +1,7 @@
 // What provisioning asks the network before a download: is the file there, how big is it, and what is its
 // sha256 (the Hugging Face API knows it for LFS/Xet files). No request here is retried; the caller retries.
 import {ModelUnavailableError} from "../errors.js";
+import {redactUrl} from "../util/url.js";
 
 export interface HfRef {owner: string; repo: string; filePath: string; revision: string}
 
@@ -43,20 +44,6 @@ export function resolveDownloadUrl(uri: string, endpoint: string): string {
     if (hf === null) return uri;
     const e = encodeURIComponent;
     return `${endpoint}${e(hf.owner)}/${e(hf.repo)}/resolve/${e(hf.revision)}/${hf.filePath.split("/").map(e).join("/")}`;
-}
-
-/** Drops user:password and the values of query parameters that look like credentials, for logs and messages. */
-export function redactUrl(url: string): string {
-    try {
-        const u = new URL(url);
-        u.username = "";
-        u.password = "";
-        for (const key of [...u.searchParams.keys()])
-            if (/token|sig|key|secret|auth|pass|credential/i.test(key)) u.searchParams.set(key, "REDACTED");
-        return u.href;
-    } catch {
-        return url;
-    }
 }
 
 function sameHost(url: string, endpoint: string): boolean {

@@ -2,14 +2,16 @@
 // with node-llama-cpp's downloader (ipull: parallel ranges, resumable `.ipull` file) under a stall watchdog,
 // after a free-space check, then verified (GGUF structure, size, sha256) and renamed into place.
 import {constants} from "node:fs";
-import {access, mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile} from "node:fs/promises";
+import {access, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile} from "node:fs/promises";
 import path from "node:path";
 import type {ModelDownloader} from "node-llama-cpp";
 import {ChecksumMismatchError, ModelUnavailableError, NoSpaceError, QwenEdgeError} from "../errors.js";
 import {holdRejectionGuard, isNoSpace, limitInternalRetries} from "./downloader-quirks.js";
 import {inspectGgufFile, ModelFileError, type GgufFileFacts} from "./gguf-check.js";
-import {formatBytes} from "./planner.js";
-import {hfEndpoint, hfFileInfo, parseHfUri, probeRemote, redactUrl, RemoteStatusError, resolveDownloadUrl} from "./provision-remote.js";
+import {formatBytes} from "../util/size.js";
+import {hfEndpoint, hfFileInfo, parseHfUri, probeRemote, RemoteStatusError, resolveDownloadUrl} from "./provision-remote.js";
+import {syncDir} from "../util/fs.js";
+import {redactUrl} from "../util/url.js";
 
 export {ModelFileError, type ModelFileProblem} from "./gguf-check.js";
 
@@ -236,7 +238,7 @@ async function download(target: ModelTarget, opts: ProvisionOptions, where: Wher
         throw new ChecksumMismatchError(`sha256 of the downloaded ${target.fileName} is ${facts.sha256}, expected ${expected.sha256}; the file was deleted`);
     }
     await rename(partial, finalPath);
-    await syncDir(dir);
+    syncDir(dir);
     const sha256 = facts.sha256 ?? "";
     const verified = expected.sha256 !== undefined;
     await writeRecord(finalPath, {sha256, bytes: facts.bytes, mtimeMs: (await stat(finalPath)).mtimeMs, verified});
@@ -381,12 +383,6 @@ async function writeRecord(file: string, record: VerifiedRecord): Promise<void> 
     const tmp = `${recordPath(file)}.tmp`;
     await writeFile(tmp, JSON.stringify(record) + "\n");
     await rename(tmp, recordPath(file));
-}
-
-async function syncDir(dir: string): Promise<void> {
-    // the rename survives a power cut only once the directory itself is on disk
-    const fd = await open(dir, "r");
-    try { await fd.sync(); } catch { /* not supported everywhere */ } finally { await fd.close(); }
 }
 
 function describeFailure(err: unknown): string {

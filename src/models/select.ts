@@ -6,12 +6,12 @@
 import {stat} from "node:fs/promises";
 import {join} from "node:path";
 import type {Llama} from "node-llama-cpp";
-import type {QwenEdgeConfig} from "../config.js";
+import type {InferenceConfig, ModelConfig} from "../config-schema.js";
 import type {Logger} from "../log.js";
 import {probeDevice, type DeviceFacts} from "../system/probe.js";
-import {MODEL_VARIANTS, isModelVariant, modelFileName, modelName, modelUri, type ModelVariant, type Quantization} from "./catalog.js";
+import {MODEL_VARIANTS, isModelVariant, modelFileName, modelName, modelUri} from "./catalog.js";
 import {catalogTargets, estimateCandidates} from "./estimate.js";
-import {planModel, type ModelPlan, type PlannedCandidate} from "./planner.js";
+import {planModel, type ModelPlan, type PlannedCandidate, type VariantPin} from "./planner.js";
 import {provisionModel, type ProvisionedModel, type ProvisionProgress} from "./provision.js";
 import {hfEndpoint, parseHfUri, resolveDownloadUrl} from "./provision-remote.js";
 
@@ -20,20 +20,31 @@ export interface PlanOutcome {
     facts: DeviceFacts;
 }
 
+/** What planning reads from the configuration. */
+export interface PlanConfig {
+    model: Pick<ModelConfig, "dir" | "variant" | "quants" | "repository" | "download" | "reserveBytes" | "hfEndpoint" | "mmap">;
+    inference: Pick<InferenceConfig, "contextSize" | "batchSize" | "parallel">;
+}
+
+/** What provisioning a candidate reads from the configuration. */
+export interface ProvisionConfig {
+    model: Pick<ModelConfig, "dir" | "repository" | "download" | "hfToken" | "hfEndpoint">;
+}
+
 export interface PlanOptions {
     /** plan for a device with this much available memory instead of this one */
     memoryBytes?: number;
     /** overrides model.variant (e.g. `pull --variant 4b`) */
-    variant?: "auto" | ModelVariant;
+    variant?: VariantPin;
     llama?: Llama;
     signal?: AbortSignal;
 }
 
 /** Probes, estimates and plans; logs nothing itself (callers decide how to show the plan). */
-export async function planForDevice(config: QwenEdgeConfig, options: PlanOptions = {}): Promise<PlanOutcome> {
+export async function planForDevice(config: PlanConfig, options: PlanOptions = {}): Promise<PlanOutcome> {
     const facts = await probeDevice();
-    const variant = options.variant ?? (config.model.variant as "auto" | ModelVariant);
-    const quants = config.model.quants as Quantization[];
+    const variant = options.variant ?? config.model.variant;
+    const quants = config.model.quants;
     const endpoint = hfEndpoint(config.model.hfEndpoint !== "" ? config.model.hfEndpoint : undefined);
     const variants = variant === "auto" ? MODEL_VARIANTS : MODEL_VARIANTS.filter((v) => v === variant);
     const targets = catalogTargets(quants, {repository: config.model.repository}, variants).map((t) => ({
@@ -80,7 +91,7 @@ export interface ProvisionChoiceOptions {
 }
 
 /** Makes the candidate's file available in model.dir (as is, or downloaded and verified). */
-export async function provisionCandidate(config: QwenEdgeConfig, candidate: Pick<PlannedCandidate, "variant" | "quant">,
+export async function provisionCandidate(config: ProvisionConfig, candidate: Pick<PlannedCandidate, "variant" | "quant">,
     options: ProvisionChoiceOptions): Promise<ProvisionedModel & {name: string}> {
     const location = {repository: config.model.repository};
     const fileName = modelFileName(candidate.variant, candidate.quant, location);
@@ -107,7 +118,7 @@ export function logPlan(log: Logger, plan: ModelPlan): void {
 }
 
 /** `--variant` values accepted by the CLI. */
-export function parseVariantFlag(value: string): "auto" | ModelVariant {
+export function parseVariantFlag(value: string): VariantPin {
     const v = value.toLowerCase();
     if (v === "auto" || isModelVariant(v)) return v;
     throw new Error(`--variant must be auto, ${MODEL_VARIANTS.join(", ")} (got "${value}")`);

@@ -19,11 +19,15 @@ export interface BrokerSecretsConfig {
     key: string;
 }
 
-export interface BrokerSecrets {
+/** The password and TLS material, each present only when configured. */
+export interface BrokerFiles {
     password?: Buffer;
     ca?: Buffer;
     cert?: Buffer;
     key?: Buffer;
+}
+
+export interface BrokerSecrets extends BrokerFiles {
     /** where the password came from, for the start-up log (never the password itself) */
     passwordSource: "passwordFile" | "systemd-credential" | "none";
     /** problems worth a warning, e.g. a password file other users can read */
@@ -60,6 +64,22 @@ export function readBrokerSecrets(m: BrokerSecretsConfig, env: NodeJS.ProcessEnv
         ...(m.cert !== "" ? {cert: readConfigured("mqtt.cert", m.cert)} : {}),
         ...(m.key !== "" ? {key: readConfigured("mqtt.key", m.key)} : {}),
         passwordSource, warnings
+    };
+}
+
+/** The login and TLS options of an MQTT.js client (or of LinkOptions): only those that are set. */
+export interface BrokerAuth extends BrokerFiles {
+    username?: string;
+}
+
+/** `username` (mqtt.username, "" for none) and the files' contents, as client options. */
+export function brokerAuth(username: string, secrets: BrokerFiles): BrokerAuth {
+    return {
+        ...(username ? {username} : {}),
+        ...(secrets.password ? {password: secrets.password} : {}),
+        ...(secrets.ca ? {ca: secrets.ca} : {}),
+        ...(secrets.cert ? {cert: secrets.cert} : {}),
+        ...(secrets.key ? {key: secrets.key} : {})
     };
 }
 

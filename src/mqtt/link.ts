@@ -10,16 +10,14 @@
  */
 import mqtt, {type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient} from "mqtt";
 import {BrokerError} from "../errors.js";
+import {redactUrl} from "../util/url.js";
+import {withTimeout} from "../util/timeout.js";
+import {brokerAuth, type BrokerAuth} from "./credentials.js";
 import type {Logger} from "../log.js";
 
-export interface LinkOptions {
+export interface LinkOptions extends BrokerAuth {
     url: string;
     clientId: string;
-    username?: string;
-    password?: Buffer;
-    ca?: Buffer;
-    cert?: Buffer;
-    key?: Buffer;
     keepaliveSeconds: number;
     sessionExpirySeconds: number;
     connectTimeoutMs: number;
@@ -98,11 +96,7 @@ export class MqttLink {
             resubscribe: false,
             properties: {sessionExpiryInterval: o.sessionExpirySeconds, maximumPacketSize: o.maxPayloadBytes + 64 * 1024},
             will: {topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: 1, retain: true},
-            ...(o.username ? {username: o.username} : {}),
-            ...(o.password ? {password: o.password} : {}),
-            ...(o.ca ? {ca: o.ca} : {}),
-            ...(o.cert ? {cert: o.cert} : {}),
-            ...(o.key ? {key: o.key} : {}),
+            ...brokerAuth(o.username ?? "", o),
             rejectUnauthorized: true
         };
         const client = mqtt.connect(o.url, options);
@@ -120,7 +114,7 @@ export class MqttLink {
             this.lastConnectAt = new Date();
             this.lastLoggedError = null;
             this.brokerMaxPacket = connack.properties?.maximumPacketSize;
-            // MQTT.js leaves Nagle on: short replies after a PUBACK would wait ~40 ms (FACTS.md).
+            // MQTT.js leaves Nagle on: short replies after a PUBACK would wait ~40 ms (docs/DESIGN.md).
             const stream = client.stream as {setNoDelay?: (on: boolean) => void};
             stream.setNoDelay?.(true);
             this.deps.log.info("mqtt connected", {url: redactUrl(o.url), clientId: o.clientId, sessionPresent: connack.sessionPresent,
@@ -217,14 +211,7 @@ export class MqttLink {
         if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
         const client = this.client;
         if (!client) return;
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-            client.endAsync(false).catch(() => undefined),
-            new Promise((resolve) => {
-                timer = setTimeout(resolve, timeoutMs);
-            })
-        ]);
-        clearTimeout(timer);
+        await withTimeout(client.endAsync(false).catch(() => undefined), timeoutMs, () => undefined);
         if (!client.disconnected) client.end(true);
     }
 
@@ -330,15 +317,4 @@ function explainTls(code: string, where: string, context: ConnectContext): Broke
     if (/CERT|ERR_TLS|ERR_SSL|EPROTO/.test(code))
         return new BrokerError("broker_tls", `TLS with ${where} failed (${code}): check mqtt.url (mqtts://), mqtt.ca, mqtt.cert and mqtt.key`);
     return null;
-}
-
-function redactUrl(url: string): string {
-    try {
-        const u = new URL(url);
-        u.username = "";
-        u.password = "";
-        return u.toString().replace(/\/$/, "");
-    } catch {
-        return "(invalid url)";
-    }
 }

@@ -1,5 +1,5 @@
 /**
- * The request protocol of ARCHITECTURE.md: an MQTT message in, a validated InferenceRequest (or a
+ * The request protocol (the README's "MQTT contract"): an MQTT message in, a validated InferenceRequest (or a
  * RequestError and where to send it) out; and the shapes of ok, streaming and error replies.
  * Pure: no I/O. Field rules live in request-fields.ts.
  */

@@ -7,6 +7,7 @@
 import {RequestError} from "../errors.js";
 import {JSON_SCHEMA_LIMITS, jsonSchemaLimitProblem, type JsonSchemaLimits} from "./bounded-json.js";
 import type {ChatMessage, GenerationOptions, ThinkingSetting} from "../inference/generation.js";
+import {didYouMean, LONE_SURROGATE} from "../util/text.js";
 import {validatePublishTopic} from "./topics.js";
 
 export interface ProtocolLimits {
@@ -46,7 +47,6 @@ const MAX_SEED = 2 ** 32 - 1;
 const ROLES: readonly ChatMessage["role"][] = ["system", "user", "assistant"];
 // eslint-disable-next-line no-control-regex
 const ID_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f+#]/;
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 function invalid(field: string, message: string): RequestError {
     return new RequestError("invalid_request", message, {field});
@@ -78,11 +78,7 @@ export function unknownFieldError(obj: Record<string, unknown>): RequestError | 
     const first = unknown[0];
     if (first === undefined)
         return null;
-    const squash = (s: string): string => s.toLowerCase().replace(/[_-]/g, "");
-    const hints = unknown.map((key) => {
-        const near = known.find((k) => squash(k) === squash(key));
-        return near === undefined ? JSON.stringify(key.slice(0, 64)) : `${JSON.stringify(key.slice(0, 64))} (did you mean "${near}"?)`;
-    });
+    const hints = unknown.map((key) => JSON.stringify(key.slice(0, 64)) + didYouMean(key, known));
     const list = hints.length > 5 ? [...hints.slice(0, 5), `and ${hints.length - 5} more`] : hints;
     return invalid(first, `unknown field${unknown.length > 1 ? "s" : ""} ${list.join(", ")}; allowed: ${known.join(", ")}`);
 }

@@ -3,6 +3,7 @@
  * (config, request fields, MQTT v5 properties). Pure: no I/O.
  */
 import {ConfigError} from "../errors.js";
+import {LONE_SURROGATE} from "../util/text.js";
 
 export interface TopicLayout {
     base: string;
@@ -41,8 +42,6 @@ const FLEET_GROUP_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 // disconnects a publisher that sends one (tab included).
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHAR = /[\u0001-\u001f\u007f-\u009f]/;
-// A lone surrogate cannot be encoded as UTF-8; the broker would see U+FFFD instead.
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 /**
  * Unicode noncharacters: U+FDD0..U+FDEF and the last two code points of every plane. Mosquitto 2.0
  * takes a topic holding one as a malformed packet and disconnects the publisher (measured:

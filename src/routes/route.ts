@@ -2,60 +2,13 @@
  * Prompt routes as configured (`routes:` in the YAML file) and as compiled: validated, templates
  * parsed, filters compiled, loops refused. Every problem names `routes[i].field`. Pure: no I/O.
  */
+import type {FilterValue as Scalar} from "../config-schema.js";
 import {jsonSchemaLimitProblem} from "../mqtt/bounded-json.js";
 import {replyPolicy, replyPolicyRefusals, routeInputRules, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import {isPlainObject, type ThinkingSetting} from "../mqtt/request-fields.js";
 import {topicMatches, validatePublishTopic, validateTopicFilter} from "../mqtt/topics.js";
+import {didYouMean} from "../util/text.js";
 import {parsePath, parseTemplate, templateMayMatch, valueAt, type Template, type TemplateScope} from "./template.js";
-
-type Scalar = string | number | boolean | null;
-
-/** One condition on the payload (or on the JSON value at `path`); every operator given must hold. */
-export interface FilterConfig {
-    /** dot path into a JSON payload, e.g. "action" or "sensors.0.value"; absent: the whole payload */
-    path?: string;
-    equals?: Scalar;
-    in?: Scalar[];
-    /** a regular expression the (string) value must match */
-    matches?: string;
-    /** numeric: the value must be greater than this */
-    above?: number;
-    /** numeric: the value must be less than this */
-    below?: number;
-}
-
-export interface RouteConfig {
-    name: string;
-    /** MQTT topic filter to subscribe; "+" and "#" allowed */
-    topic: string;
-    /** how the payload is read; default "text" */
-    payload?: "text" | "json";
-    /** what to do with a payload the route cannot read; default "drop" (logged and counted) */
-    onInvalid?: "drop" | "reply-error";
-    /** one condition or a list (all must hold); messages that fail it are dropped and counted */
-    filter?: FilterConfig | FilterConfig[];
-    /** at most one request per source topic per this many ms; default 0 (no limit) */
-    minIntervalMs?: number;
-    /** at most this many requests per rolling minute for the whole route; 0: no limit; default 30 */
-    maxPerMinute?: number;
-    prompt: string;
-    system?: string;
-    maxTokens?: number;
-    timeoutMs?: number;
-    jsonSchema?: Record<string, unknown>;
-    thinking?: ThinkingSetting;
-    reply: {
-        topic: string;
-        /** "text": the answer alone (default); "json": the whole reply object, errors too */
-        format?: "text" | "json";
-        /** default false */
-        retain?: boolean;
-        /** default 1 */
-        qos?: 0 | 1 | 2;
-        /** with retain: distinct reply topics the route may leave a retained answer on; default 32 */
-        maxRetainedTopics?: number;
-    };
-}
 
 export interface Condition {
     path: string[] | null;
@@ -107,24 +60,10 @@ function describe(value: unknown): string {
     return Array.isArray(value) ? "a list" : "a mapping";
 }
 
-/** Edit distance, for "did you mean" on misspelled keys. */
-function distance(a: string, b: string): number {
-    let row = Array.from({length: b.length + 1}, (_, j) => j);
-    for (let i = 1; i <= a.length; i++) {
-        const next = [i];
-        for (let j = 1; j <= b.length; j++)
-            next.push(Math.min((row[j] ?? 0) + 1, (next[j - 1] ?? 0) + 1, (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1)));
-        row = next;
-    }
-    return row[b.length] ?? 0;
-}
-
 function checkKeys(obj: Record<string, unknown>, allowed: readonly string[], at: string): void {
-    const squash = (s: string): string => s.toLowerCase().replace(/[_-]/g, "");
     for (const key of Object.keys(obj)) {
         if (allowed.includes(key)) continue;
-        const near = allowed.find((k) => squash(k) === squash(key)) ?? allowed.find((k) => distance(squash(k), squash(key)) <= 2 && k.length > 3);
-        throw new Problem(`${at}: unknown key ${JSON.stringify(key.slice(0, 64))}${near ? ` (did you mean "${near}"?)` : ""}; allowed: ${allowed.join(", ")}`);
+        throw new Problem(`${at}: unknown key ${JSON.stringify(key.slice(0, 64))}${didYouMean(key, allowed, 2)}; allowed: ${allowed.join(", ")}`);
     }
 }
 

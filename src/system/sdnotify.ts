@@ -18,6 +18,7 @@
  */
 import {spawn} from "node:child_process";
 import type {Logger} from "../log.js";
+import {withTimeout} from "../util/timeout.js";
 
 export interface HealthVerdict {
     ok: boolean;
@@ -95,7 +96,7 @@ export class SdNotifier {
         this.clearTimer();
         const deadline = Date.now() + timeoutMs;
         while (this.sending && Date.now() < deadline) {
-            await Promise.race([this.sending, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+            await withTimeout(this.sending, Math.max(0, deadline - Date.now()), () => undefined);
         }
     }
 

@@ -10,6 +10,7 @@ import {join} from "node:path";
 import {defaultReserveBytes} from "../models/planner.js";
 import {readTemperatureC, readTextSync, type DeviceFacts} from "../system/probe.js";
 import type {ThrottleReader, ThrottleState} from "../system/throttle.js";
+import {withTimeout} from "../util/timeout.js";
 import type {DeviceState} from "./status.js";
 import type {InferenceFigures} from "./inference-stats.js";
 import type {RouteCounters} from "../routes/router.js";
@@ -283,11 +284,7 @@ export class HealthMonitor {
         if (this.timer) clearTimeout(this.timer);
         this.timer = null;
         if (!this.running) return;
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([this.running, new Promise<void>((resolve) => {
-            timer = setTimeout(resolve, waitMs);
-        })]);
-        clearTimeout(timer);
+        await withTimeout(this.running, waitMs, () => undefined);
     }
 
     private schedule(delayMs: number): void {

@@ -5,35 +5,24 @@
  */
 import assert from "node:assert/strict";
 import {after, before, describe} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import type {Broker} from "../support/broker.js";
+import type {DaemonProcess} from "../support/daemon.js";
 import {finals, logsSince, logTime, waitUntil} from "../support/fault-kit.js";
-import {TestClient} from "../support/mqtt-client.js";
-import {modelFile} from "../support/models.js";
+import {Harness} from "../support/harness.js";
+import type {TestClient} from "../support/mqtt-client.js";
 import {countFinals, faultCase} from "../support/reliability.js";
 import {startTcpProxy, type TcpProxy} from "../support/tcp-proxy.js";
 
 const KEEPALIVE_S = 2;
 
 describe("faults: the broker goes away", () => {
+    let h: Harness;
     let broker: Broker;
     let client: TestClient;
-    let model: string;
     let proxy: TcpProxy | null = null;
-    const daemons: DaemonProcess[] = [];
-    const dirs: Array<{dispose: () => Promise<void>}> = [];
 
-    const start = async (device: string, url: string, args: string[]): Promise<DaemonProcess> => {
-        const state = await tempDir("qe-fault-broker-");
-        dirs.push(state);
-        const seen = client.received.length;
-        const d = spawnDaemon({brokerUrl: url, modelPath: model, deviceId: device, stateDir: state.path,
-            args: ["--inference-context-size", "4096", "--shutdown-drain-ms", "300", "--telemetry-interval-seconds", "1", ...args]});
-        daemons.push(d);
-        await client.waitFor(`${device} online`, (m) => client.received.indexOf(m) >= seen && m.topic === `qwen-edge/${device}/status`
-            && m.json?.state === "online");
-        return d;
-    };
+    const start = (device: string, url: string, args: string[]): Promise<DaemonProcess> => h.start({device, model: "endless", brokerUrl: url,
+        args: ["--inference-context-size", "4096", "--shutdown-drain-ms", "300", "--telemetry-interval-seconds", "1", ...args]});
     const send = (device: string, id: string, body: Record<string, unknown>): Promise<void> =>
         client.publish(`qwen-edge/${device}/request`, JSON.stringify({id, replyTo: `r/${id}`, ...body}));
     const firstChunk = (id: string): Promise<unknown> =>
@@ -50,18 +39,14 @@ describe("faults: the broker goes away", () => {
             && m.at >= since && m.json !== null && match(m.json), 10_000);
 
     before(async () => {
-        broker = await startBroker();
-        model = await modelFile("endless");
         // A persistent session: replies published while this client reconnects after the broker restart wait for it.
-        client = await TestClient.connect(broker.url, {persistent: true, clientId: `faults-observer-${process.pid}`});
-        for (const t of ["qwen-edge/+/status", "qwen-edge/+/health", "r/#"]) await client.subscribe(t);
+        h = await Harness.start({prefix: "qe-fault-broker-", client: {persistent: true, clientId: `faults-observer-${process.pid}`},
+            subscribe: ["qwen-edge/+/status", "qwen-edge/+/health", "r/#"]});
+        ({broker, client} = h);
     });
     after(async () => {
-        for (const d of daemons) await d.kill();
-        await client?.close();
+        await h?.dispose();
         await proxy?.close();
-        await broker?.dispose();
-        for (const d of dirs) await d.dispose();
     });
 
     faultCase("F01", async (row) => {

@@ -11,11 +11,11 @@ import {spawnSync} from "node:child_process";
 import {open, readdir, statfs, writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {runCli, spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import {runCli, type DaemonProcess} from "../support/daemon.js";
 import {MiB} from "../support/fault-kit.js";
+import {Harness} from "../support/harness.js";
 import {startHfStandIn, type HfStandIn} from "../support/hf-standin.js";
-import {TestClient} from "../support/mqtt-client.js";
+import type {TestClient} from "../support/mqtt-client.js";
 import {SCRIPTED_ANSWER} from "../support/models.js";
 import {faultCase} from "../support/reliability.js";
 import {buildTinyQwen35} from "../../src/testing/tiny-qwen35.js";
@@ -53,34 +53,28 @@ async function fill(dir: string, leave: number): Promise<number> {
 }
 
 describe("faults: the disk fills during a download", () => {
-    let broker: Broker;
+    let h: Harness;
     let hf: HfStandIn | null = null;
     let client: TestClient;
-    let work: {path: string; dispose: () => Promise<void>};
     let daemon: DaemonProcess | null = null;
 
     before(async () => {
-        broker = await startBroker();
-        work = await tempDir("qe-fault-disk-");
-        client = await TestClient.connect(broker.url);
-        for (const t of [`qwen-edge/${DEVICE}/status`, "r/#"]) await client.subscribe(t);
+        h = await Harness.start({prefix: "qe-fault-disk-", subscribe: [`qwen-edge/${DEVICE}/status`, "r/#"]});
+        client = h.client;
     });
     after(async () => {
-        await daemon?.kill();
-        await client?.close();
+        await h?.dispose();
         await hf?.close();
-        await broker?.dispose();
-        await work?.dispose();
     });
 
     faultCase("F10", async (row) => {
-        const mnt = join(work.path, "models");
+        const mnt = join(h.dir, "models");
         const probe = spawnSync("unshare", ["-m", "sh", "-c", `mkdir -p "${mnt}" && mount -t tmpfs -o size=1m tmpfs "${mnt}"`], {encoding: "utf8"});
         if (probe.error !== undefined || probe.status !== 0) {
             row.skip(`needs root and unshare -m to mount a tmpfs: ${probe.error?.message ?? probe.stderr.trim()}`);
             return;
         }
-        const small = join(work.path, SMALL);
+        const small = join(h.dir, SMALL);
         await writeFile(small, buildTinyQwen35({kind: "scripted", seed: 4}));
         const large = buildTinyQwen35({kind: "random", seed: 11, hidden: 192, layers: 8, weightType: "f32"});
         let filledAt = 0;
@@ -98,10 +92,10 @@ describe("faults: the disk fills during a download", () => {
             + "downloaded from a local Hugging Face stand-in); when the download's first body is requested the tmpfs is filled to "
             + `${LEFT_FREE / 1024} KiB free`);
         const startedAt = Date.now();
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: "", deviceId: DEVICE, stateDir: join(work.path, "state"),
+        daemon = await h.spawn({device: DEVICE, model: "none", stateDir: join(h.dir, "state"),
             prefix: ["unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=${TMPFS_MIB}m tmpfs "$1" && cp "$2" "$1/" && shift 2 && exec "$@"`,
                 "sh", mnt, small],
-            args: ["--model-dir", mnt, "--model-hf-endpoint", hf.endpoint, "--model-reserve-bytes", String(await reserveForBudget(1.25 * 1024 * MiB, join(work.path, "empty"))),
+            args: ["--model-dir", mnt, "--model-hf-endpoint", hf.endpoint, "--model-reserve-bytes", String(await reserveForBudget(1.25 * 1024 * MiB, join(h.dir, "empty"))),
                 "--telemetry-interval-seconds", "1"]});
         const d = daemon;
         const plan = await d.waitForLog("model plan", (l) => l.message === "model plan", 30_000);

@@ -8,11 +8,10 @@ import assert from "node:assert/strict";
 import {readFile, writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import type {DaemonProcess} from "../support/daemon.js";
 import {finals, logsSince} from "../support/fault-kit.js";
-import {TestClient} from "../support/mqtt-client.js";
-import {modelFile} from "../support/models.js";
+import {Harness} from "../support/harness.js";
+import type {TestClient} from "../support/mqtt-client.js";
 import {countFinals, faultCase} from "../support/reliability.js";
 import {jobKey} from "../../src/jobs/store.js";
 
@@ -20,36 +19,24 @@ const DEVICE = "fault-journal";
 const BASE = `qwen-edge/${DEVICE}`;
 
 describe("faults: the job store is damaged", () => {
-    let broker: Broker;
+    let h: Harness;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
-    let daemon: DaemonProcess | null = null;
+    let stateDir: string;
 
-    const start = async (): Promise<DaemonProcess> => {
-        const seen = client.received.length;
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile("endless"), deviceId: DEVICE, stateDir: state.path,
-            args: ["--inference-context-size", "4096", "--telemetry-interval-seconds", "1"]});
-        await client.waitFor("status online after start",
-            (m) => client.received.indexOf(m) >= seen && m.topic === `${BASE}/status` && m.json?.state === "online");
-        return daemon;
-    };
+    // The same state directory each time: the damaged journal is what the next start reads.
+    const start = (): Promise<DaemonProcess> => h.start({device: DEVICE, model: "endless", stateDir,
+        args: ["--inference-context-size", "4096", "--telemetry-interval-seconds", "1"]});
     const send = (id: string, body: Record<string, unknown>): Promise<void> =>
         client.publish(`${BASE}/request`, JSON.stringify({id, replyTo: `r/${id}`, ...body}));
     const finalOk = (id: string): Promise<unknown> =>
         client.waitFor(`final reply of ${id}`, (m) => m.topic === `r/${id}` && m.json?.status === "ok", 30_000);
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-fault-journal-");
-        client = await TestClient.connect(broker.url);
-        for (const t of [`${BASE}/status`, `${BASE}/health`, "r/#"]) await client.subscribe(t);
+        h = await Harness.start({prefix: "qe-fault-journal-", subscribe: [`${BASE}/status`, `${BASE}/health`, "r/#"]});
+        client = h.client;
+        stateDir = join(h.dir, "state");
     });
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     faultCase("F11", async (row) => {
         const d = await start();
@@ -63,7 +50,7 @@ describe("faults: the job store is damaged", () => {
         await d.kill();
 
         // Five accept records, one per line, in acceptance order (the journal was compacted empty at start).
-        const path = join(state.path, "jobs.journal");
+        const path = join(stateDir, "jobs.journal");
         const lines = (await readFile(path, "utf8")).split("\n").filter((l) => l !== "");
         const keys = lines.map((l) => (JSON.parse(l) as {key: string}).key);
         assert.deepEqual(keys, ids.map((id) => jobKey(id, `r/${id}`)), "journal as written by the daemon");

@@ -5,11 +5,11 @@
  */
 import assert from "node:assert/strict";
 import {after, before, describe} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import type {DaemonProcess} from "../support/daemon.js";
 import {maxGap, MiB, procFigures, waitUntil, type ProcFigures} from "../support/fault-kit.js";
-import {TestClient, type Received} from "../support/mqtt-client.js";
-import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import {Harness} from "../support/harness.js";
+import type {Received, TestClient} from "../support/mqtt-client.js";
+import {SCRIPTED_ANSWER} from "../support/models.js";
 import {faultCase} from "../support/reliability.js";
 
 const BURST = 200;
@@ -36,33 +36,16 @@ function malformed(i: number): Buffer {
 }
 
 describe("load", () => {
-    let broker: Broker;
+    let h: Harness;
     let client: TestClient;
-    const daemons: DaemonProcess[] = [];
-    const dirs: Array<{dispose: () => Promise<void>}> = [];
 
-    const start = async (device: string, kind: "endless" | "scripted", args: string[]): Promise<DaemonProcess> => {
-        const state = await tempDir("qe-fault-load-");
-        dirs.push(state);
-        const seen = client.received.length;
-        const d = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile(kind), deviceId: device, stateDir: state.path, args});
-        daemons.push(d);
-        await client.waitFor(`${device} online`, (m) => client.received.indexOf(m) >= seen && m.topic === `qwen-edge/${device}/status`
-            && m.json?.state === "online");
-        return d;
-    };
+    const start = (device: string, kind: "endless" | "scripted", args: string[]): Promise<DaemonProcess> => h.start({device, model: kind, args});
 
     before(async () => {
-        broker = await startBroker();
-        client = await TestClient.connect(broker.url);
-        for (const t of ["qwen-edge/+/status", "qwen-edge/+/health", "load/#", "flood/#"]) await client.subscribe(t);
+        h = await Harness.start({prefix: "qe-fault-load-", subscribe: ["qwen-edge/+/status", "qwen-edge/+/health", "load/#", "flood/#"]});
+        client = h.client;
     });
-    after(async () => {
-        for (const d of daemons) await d.kill();
-        await client?.close();
-        await broker?.dispose();
-        for (const d of dirs) await d.dispose();
-    });
+    after(() => h?.dispose());
 
     faultCase("L01", async (row) => {
         const device = "fault-burst";

@@ -10,11 +10,11 @@ import {createHash} from "node:crypto";
 import {readdir, readFile, rm, stat, truncate, writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import type {DaemonProcess} from "../support/daemon.js";
 import {MiB, procFigures} from "../support/fault-kit.js";
+import {Harness} from "../support/harness.js";
 import {startHfStandIn, type HfStandIn} from "../support/hf-standin.js";
-import {TestClient, type Received} from "../support/mqtt-client.js";
+import type {Received, TestClient} from "../support/mqtt-client.js";
 import {faultCase, type CaseRow} from "../support/reliability.js";
 import {buildTinyQwen35} from "../../src/testing/tiny-qwen35.js";
 
@@ -30,21 +30,15 @@ function flipped(data: Buffer, offset: number, count: number): Buffer {
 }
 
 describe("faults: the model file is damaged", () => {
-    let broker: Broker;
+    let h: Harness;
     let hf: HfStandIn;
     let client: TestClient;
-    let work: {path: string; dispose: () => Promise<void>};
     let modelsDir: string;
     let record = "";
-    const daemons: DaemonProcess[] = [];
     const modelPath = (): string => join(modelsDir, FILE);
 
-    const spawn = (device: string, args: string[]): DaemonProcess => {
-        const d = spawnDaemon({brokerUrl: broker.url, modelPath: "", deviceId: device, stateDir: join(work.path, `state-${device}`),
-            args: ["--model-variant", "0.8b", "--model-hf-endpoint", hf.endpoint, "--telemetry-interval-seconds", "1", ...args]});
-        daemons.push(d);
-        return d;
-    };
+    const spawn = (device: string, args: string[]): Promise<DaemonProcess> => h.spawn({device, model: "none",
+        args: ["--model-variant", "0.8b", "--model-hf-endpoint", hf.endpoint, "--telemetry-interval-seconds", "1", ...args]});
     const stateOf = (device: string, state: string, since: number): Promise<Received> =>
         client.waitFor(`${device} ${state}`, (m) => m.topic === `qwen-edge/${device}/status` && m.at >= since && m.json?.state === state, 30_000);
     /** Puts the verified good copy and its record back, as provisioning left them. */
@@ -58,11 +52,11 @@ describe("faults: the model file is damaged", () => {
     /** Starts a daemon on the damaged file and checks the whole contract; figures go to `row`. */
     const expectDegraded = async (row: CaseRow, device: string, args: string[], reason: RegExp): Promise<void> => {
         const spawnedAt = Date.now();
-        const d = spawn(device, args);
+        const d = await spawn(device, args);
         const degraded = await stateOf(device, "degraded", spawnedAt);
         const why = String(degraded.json?.reason);
         // readable in the report: no temp paths, ports, full hashes or timestamps
-        const shown = why.replaceAll(modelsDir, "<model.dir>").replaceAll(work.path, "<tmp>").replace(/http:\/\/127\.0\.0\.1:\d+\//g, "<hf>/")
+        const shown = why.replaceAll(modelsDir, "<model.dir>").replaceAll(h.dir, "<tmp>").replace(/http:\/\/127\.0\.0\.1:\d+\//g, "<hf>/")
             .replace(/\b([0-9a-f]{12})[0-9a-f]{52}\b/g, "$1…").replace(/corrupt-[0-9TZ-]+/g, "corrupt-<time>");
         await client.publish(`qwen-edge/${device}/request`, JSON.stringify({id: `${device}-ask`, prompt: "hi", replyTo: `r/${device}`}));
         const reply = await client.waitFor(`reply on r/${device}`, (m) => m.topic === `r/${device}`);
@@ -96,15 +90,13 @@ describe("faults: the model file is damaged", () => {
     };
 
     before(async () => {
-        broker = await startBroker();
+        h = await Harness.start({prefix: "qe-fault-model-", subscribe: ["qwen-edge/+/status", "qwen-edge/+/health", "r/#"]});
+        client = h.client;
         hf = await startHfStandIn([{repo: "unsloth/Qwen3.5-0.8B-GGUF", file: FILE, data: GOOD}]);
-        work = await tempDir("qe-fault-model-");
-        modelsDir = join(work.path, "models");
-        client = await TestClient.connect(broker.url);
-        for (const t of ["qwen-edge/+/status", "qwen-edge/+/health", "r/#"]) await client.subscribe(t);
+        modelsDir = join(h.dir, "models");
         // Provision once, as a device would: download, verify against the published sha256, record it.
         const since = Date.now();
-        const d = spawn("fault-model-prov", ["--model-dir", modelsDir]);
+        const d = await spawn("fault-model-prov", ["--model-dir", modelsDir]);
         await stateOf("fault-model-prov", "online", since);
         assert.equal((await d.term()).code, 0);
         record = await readFile(`${modelPath()}.verified.json`, "utf8");
@@ -112,11 +104,8 @@ describe("faults: the model file is damaged", () => {
         assert.deepEqual({sha256: verified.sha256, verified: verified.verified}, {sha256: GOOD_SHA, verified: true});
     });
     after(async () => {
-        for (const d of daemons) await d.kill();
-        await client?.close();
+        await h?.dispose();
         await hf?.close();
-        await broker?.dispose();
-        await work?.dispose();
     });
 
     faultCase("F05", async (row) => {
@@ -148,7 +137,7 @@ describe("faults: the model file is damaged", () => {
         await writeFile(`${modelPath()}.verified.json`, JSON.stringify({...JSON.parse(record) as object, mtimeMs: st.mtimeMs}) + "\n");
         row.inject("the same 32 flipped bytes, but size and mtime still match the .verified.json record (bit rot on the card)");
         const since = Date.now();
-        const d = spawn("fault-model-bitrot", ["--model-dir", modelsDir, "--model-download", "false"]);
+        const d = await spawn("fault-model-bitrot", ["--model-dir", modelsDir, "--model-download", "false"]);
         const status = await client.waitFor("fault-model-bitrot online or degraded", (m) => m.topic === "qwen-edge/fault-model-bitrot/status"
             && m.at >= since && (m.json?.state === "online" || m.json?.state === "degraded"), 30_000);
         const hashed = d.logs.some((l) => l.message === "hashing the local model file");
@@ -165,7 +154,7 @@ describe("faults: the model file is damaged", () => {
     faultCase("F09", async (row) => {
         // n_dims and the first dims of the first tensor's info: llama.cpp's loader then spun, growing without bound.
         const at = GOOD.indexOf("token_embd.weight") + "token_embd.weight".length;
-        const path = join(work.path, "given.gguf");
+        const path = join(h.dir, "given.gguf");
         await writeFile(path, flipped(GOOD, at, 12));
         row.inject("12 bytes flipped in a tensor's dimensions in the GGUF header, same size; loaded by model.path (no sha256 known)");
         await expectDegraded(row, "fault-model-header", ["--model-path", path], /GGUF header/);

@@ -7,11 +7,12 @@
  */
 import assert from "node:assert/strict";
 import {after, before, describe} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import {join} from "node:path";
+import type {Broker} from "../support/broker.js";
+import type {DaemonProcess} from "../support/daemon.js";
 import {finals, logsSince, retained} from "../support/fault-kit.js";
-import {TestClient} from "../support/mqtt-client.js";
-import {modelFile} from "../support/models.js";
+import {Harness} from "../support/harness.js";
+import type {TestClient} from "../support/mqtt-client.js";
 import {countFinals, faultCase} from "../support/reliability.js";
 
 const DEVICE = "fault-proc";
@@ -19,18 +20,15 @@ const BASE = `qwen-edge/${DEVICE}`;
 const DRAIN_MS = 500;
 
 describe("faults: the daemon stops or dies mid-generation", () => {
+    let h: Harness;
     let broker: Broker;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
-    let model: string;
     let daemon: DaemonProcess | null = null;
 
+    // The same state directory each time: the journal carries the accepted work across the stop or the kill.
     const start = async (): Promise<DaemonProcess> => {
-        const seen = client.received.length;
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: model, deviceId: DEVICE, stateDir: state.path,
+        daemon = await h.start({device: DEVICE, model: "endless", stateDir: join(h.dir, "state"),
             args: ["--inference-context-size", "4096", "--shutdown-drain-ms", String(DRAIN_MS)]});
-        await client.waitFor("status online after start",
-            (m) => client.received.indexOf(m) >= seen && m.topic === `${BASE}/status` && m.json?.state === "online");
         return daemon;
     };
     const send = (id: string, body: Record<string, unknown>): Promise<void> =>
@@ -61,19 +59,10 @@ describe("faults: the daemon stops or dies mid-generation", () => {
     };
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-fault-proc-");
-        model = await modelFile("endless");
-        client = await TestClient.connect(broker.url);
-        await client.subscribe(`${BASE}/status`);
-        await client.subscribe("r/#");
+        h = await Harness.start({prefix: "qe-fault-proc-", subscribe: [`${BASE}/status`, "r/#"]});
+        ({broker, client} = h);
     });
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     faultCase("F03", async (row) => {
         const d = await start();

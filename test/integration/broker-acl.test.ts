@@ -17,6 +17,7 @@ import {startBroker, type Broker} from "../support/broker.js";
 import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
 import {TestClient} from "../support/mqtt-client.js";
 import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import {withTimeout} from "../../src/util/timeout.js";
 
 const DEVICE = "pi-kitchen";
 const DEPLOY = new URL("../../../deploy/mosquitto/", import.meta.url);
@@ -182,7 +183,9 @@ void describe("for contrast, an anonymous broker", () => {
             // Mosquitto 2.0.11 closes the older connection (measured: no DISCONNECT packet reaches MQTT.js): first the
             // daemon's, which reconnects with the same id and closes the intruder's in turn. Two daemons or an intruder flap so for ever.
             await daemon.waitForLog("the daemon's reconnect after the takeover", (l) => l.message === "mqtt reconnect scheduled", 10_000);
-            await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error("the intruder was not closed within 10 s")), 10_000))]);
+            await withTimeout(closed, 10_000, () => {
+                throw new Error("the intruder was not closed within 10 s");
+            });
         } finally {
             intruder.end(true);
         }

@@ -12,6 +12,7 @@ import {MqttLink} from "../../src/mqtt/link.js";
 import {brokerTopicProblem, publishPacketBytes} from "../../src/mqtt/reply-policy.js";
 import {startBroker, type Broker} from "../support/broker.js";
 import {TestClient} from "../support/mqtt-client.js";
+import {withTimeout} from "../../src/util/timeout.js";
 
 /** What the broker did with one QoS 1 publish on a fresh v5 connection. */
 async function publishOutcome(url: string, topic: string, payload: Buffer | string, options: IClientPublishOptions = {}):
@@ -140,9 +141,9 @@ void describe("a broker with max_packet_size", () => {
         assert.equal(link.brokerMaximumPacketSize(), undefined, "nothing before the first CONNACK");
         link.start();
         try {
-            let timer: NodeJS.Timeout | undefined;
-            await Promise.race([link.whenConnected(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error("MqttLink did not connect within 5000 ms")), 5000); })]);
-            clearTimeout(timer);
+            await withTimeout(link.whenConnected(), 5000, () => {
+                throw new Error("MqttLink did not connect within 5000 ms");
+            });
             assert.equal(link.brokerMaximumPacketSize(), MAX);
         } finally {
             await link.stop();

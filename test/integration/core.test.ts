@@ -6,38 +6,28 @@ import assert from "node:assert/strict";
 import {writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {runCli, spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import type {Broker} from "../support/broker.js";
+import {runCli, type DaemonProcess} from "../support/daemon.js";
+import {Harness} from "../support/harness.js";
 import {TestClient} from "../support/mqtt-client.js";
-import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import {SCRIPTED_ANSWER} from "../support/models.js";
 
 const DEVICE = "core-test";
 const BASE = `qwen-edge/${DEVICE}`;
 
 describe("daemon core over a real broker", () => {
+    let h: Harness;
     let broker: Broker;
     let daemon: DaemonProcess;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
-    let model: string;
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-core-");
-        model = await modelFile("scripted");
-        client = await TestClient.connect(broker.url);
-        await client.subscribe(`${BASE}/#`);
-        await client.subscribe("replies/#");
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: model, deviceId: DEVICE, stateDir: state.path});
-        await client.waitFor("retained status online", (m) => m.topic === `${BASE}/status` && m.json?.state === "online");
+        h = await Harness.start({prefix: "qe-core-", subscribe: [`${BASE}/#`, "replies/#"]});
+        ({broker, client} = h);
+        daemon = await h.start({device: DEVICE});
     });
 
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     it("answers a v5 request on its Response Topic with the same Correlation Data, exactly once", async () => {
         const correlation = Buffer.from([0, 1, 2, 250, 255]);
@@ -152,8 +142,7 @@ describe("daemon core over a real broker", () => {
     });
 
     it("leaves a retained offline through the will after SIGKILL", async () => {
-        const d = spawnDaemon({brokerUrl: broker.url, modelPath: model, deviceId: "core-kill", stateDir: join(state.path, "kill"),
-            args: ["--mqtt-keepalive-seconds", "2"]});
+        const d = await h.spawn({device: "core-kill", args: ["--mqtt-keepalive-seconds", "2"]});
         const watcher = await TestClient.connect(broker.url);
         try {
             await watcher.subscribe("qwen-edge/core-kill/status");
@@ -167,7 +156,7 @@ describe("daemon core over a real broker", () => {
     });
 
     it("exits 2 naming the key for an unknown key or a bad value", async () => {
-        const file = join(state.path, "bad.yaml");
+        const file = join(h.dir, "bad.yaml");
         await writeFile(file, "inference:\n  threads: 1\n  colour: red\n");
         const unknown = runCli(["run", "--config", file]);
         assert.equal((await unknown.exited).code, 2);

@@ -3,28 +3,24 @@
  * the daemon is down. Real Mosquitto, the real daemon, the "endless" model (runs to maxTokens).
  */
 import assert from "node:assert/strict";
+import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
-import {TestClient, type Received} from "../support/mqtt-client.js";
-import {modelFile} from "../support/models.js";
+import type {DaemonProcess} from "../support/daemon.js";
+import {Harness} from "../support/harness.js";
+import type {Received, TestClient} from "../support/mqtt-client.js";
 
 const DEVICE = "durable";
 const BASE = `qwen-edge/${DEVICE}`;
 
 describe("durability across crashes and restarts", () => {
-    let broker: Broker;
+    let h: Harness;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
-    let model: string;
     let daemon: DaemonProcess | null = null;
 
+    // Every start uses the same state directory: the journal is what carries work across a restart.
     const start = async (extra: string[] = []): Promise<DaemonProcess> => {
-        const before = client.received.length;
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: model, deviceId: DEVICE, stateDir: state.path,
+        daemon = await h.start({device: DEVICE, model: "endless", stateDir: join(h.dir, "state"),
             args: ["--inference-context-size", "4096", "--shutdown-drain-ms", "300", ...extra]});
-        await client.waitFor("status online after start",
-            (m) => client.received.indexOf(m) >= before && m.topic === `${BASE}/status` && m.json?.state === "online");
         return daemon;
     };
     const send = (id: string, body: Record<string, unknown>): Promise<void> =>
@@ -32,19 +28,10 @@ describe("durability across crashes and restarts", () => {
     const finals = (id: string): Received[] => client.received.filter((m) => m.topic === `r/${id}` && m.json?.status !== "streaming");
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-durable-");
-        model = await modelFile("endless");
-        client = await TestClient.connect(broker.url);
-        await client.subscribe(`${BASE}/status`);
-        await client.subscribe("r/#");
+        h = await Harness.start({prefix: "qe-durable-", subscribe: [`${BASE}/status`, "r/#"]});
+        client = h.client;
     });
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     it("answers a request exactly once after SIGKILL in the middle of its generation", async () => {
         const d = await start();

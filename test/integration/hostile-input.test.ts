@@ -8,10 +8,11 @@ import assert from "node:assert/strict";
 import {writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
-import {TestClient} from "../support/mqtt-client.js";
-import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import type {DaemonProcess} from "../support/daemon.js";
+import {Harness} from "../support/harness.js";
+import type {TestClient} from "../support/mqtt-client.js";
+import {SCRIPTED_ANSWER} from "../support/models.js";
+import {withTimeout} from "../../src/util/timeout.js";
 
 const DEVICE = "hostile-test";
 const REQUEST = `qwen-edge/${DEVICE}/request`;
@@ -35,39 +36,25 @@ routes:
 
 /** Resolves at the PUBACK; a publish the daemon never acknowledges fails here, by name. */
 async function publishAcked(client: TestClient, topic: string, payload: string, what: string): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([client.publish(topic, payload),
-        new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no PUBACK within 5000 ms for ${what}`)), 5000); })]);
-    clearTimeout(timer);
+    await withTimeout(client.publish(topic, payload), 5000, () => {
+        throw new Error(`no PUBACK within 5000 ms for ${what}`);
+    });
 }
 
 void describe("hostile input against the daemon", () => {
-    let broker: Broker;
+    let h: Harness;
     let daemon: DaemonProcess;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-hostile-");
-        const config = join(state.path, "routes.yaml");
+        h = await Harness.start({prefix: "qe-hostile-", subscribe: [`qwen-edge/${DEVICE}/#`, "dump/#", "lights/#", "a/#"]});
+        client = h.client;
+        const config = join(h.dir, "routes.yaml");
         await writeFile(config, ROUTES_YAML);
-        client = await TestClient.connect(broker.url);
-        await client.subscribe(`qwen-edge/${DEVICE}/#`);
-        await client.subscribe("dump/#");
-        await client.subscribe("lights/#");
-        await client.subscribe("a/#");
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile("scripted"), deviceId: DEVICE, stateDir: join(state.path, "state"),
-            args: ["--config", config]});
-        await client.waitFor("status online", (m) => m.topic === `qwen-edge/${DEVICE}/status` && m.json?.state === "online", 60_000);
+        daemon = await h.start({device: DEVICE, args: ["--config", config]}, 60_000);
     });
 
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     void it("acknowledges and refuses 25 requests whose jsonSchema is 5,000 levels deep, then answers the next one at once", async () => {
         const schema = "{\"a\":".repeat(5000) + "1" + "}".repeat(5000);

@@ -4,30 +4,21 @@
  */
 import assert from "node:assert/strict";
 import {after, before, describe, it} from "node:test";
-import {startBroker, type Broker} from "../support/broker.js";
-import {spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
-import {TestClient, type Received} from "../support/mqtt-client.js";
-import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import type {DaemonProcess} from "../support/daemon.js";
+import {Harness} from "../support/harness.js";
+import type {Received, TestClient} from "../support/mqtt-client.js";
+import {SCRIPTED_ANSWER} from "../support/models.js";
 
 type Json = Record<string, unknown>;
 
+/** A broker, the daemon of `device` on a tiny model of `kind`, and a client watching its topics and r/{device}/#. */
 async function setup(device: string, kind: "scripted" | "endless", args: string[]): Promise<{
-    broker: Broker; daemon: DaemonProcess; client: TestClient; base: string; dispose: () => Promise<void>;
+    daemon: DaemonProcess; client: TestClient; base: string; dispose: () => Promise<void>;
 }> {
-    const broker = await startBroker();
-    const state = await tempDir("qe-proto-");
-    const client = await TestClient.connect(broker.url);
     const base = `qwen-edge/${device}`;
-    await client.subscribe(`${base}/#`);
-    await client.subscribe(`r/${device}/#`);
-    const daemon = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile(kind), deviceId: device, stateDir: state.path, args});
-    await client.waitFor(`${device} online`, (m) => m.topic === `${base}/status` && m.json?.state === "online");
-    return {broker, daemon, client, base, dispose: async () => {
-        await daemon.kill();
-        await client.close();
-        await broker.dispose();
-        await state.dispose();
-    }};
+    const h = await Harness.start({prefix: "qe-proto-", subscribe: [`${base}/#`, `r/${device}/#`]});
+    const daemon = await h.start({device, model: kind, args});
+    return {daemon, client: h.client, base, dispose: () => h.dispose()};
 }
 
 const finalFor = (topic: string) => (m: Received): boolean => m.topic === topic && m.json?.status !== "streaming";

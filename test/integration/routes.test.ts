@@ -7,11 +7,12 @@ import assert from "node:assert/strict";
 import {writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
-import {freePort, startBroker, type Broker} from "../support/broker.js";
+import {freePort, type Broker} from "../support/broker.js";
 import {parseExposition} from "../support/exposition.js";
-import {runCli, spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import {runCli, type DaemonProcess} from "../support/daemon.js";
+import {Harness} from "../support/harness.js";
 import {TestClient, type Received} from "../support/mqtt-client.js";
-import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import {SCRIPTED_ANSWER} from "../support/models.js";
 
 const DEVICE = "routes-test";
 
@@ -68,36 +69,27 @@ routes:
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe("prompt routes over a real broker", () => {
+    let h: Harness;
     let broker: Broker;
     let daemon: DaemonProcess;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
     let configFile: string;
     let metricsPort: number;
     const on = (topic: string): Received[] => client.received.filter((m) => m.topic === topic);
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-routes-");
-        configFile = join(state.path, "routes.yaml");
+        h = await Harness.start({prefix: "qe-routes-",
+            subscribe: [`qwen-edge/${DEVICE}/status`, "home/#", "speaker/#", "lights/#", "commands/#", "notify/#"]});
+        ({broker, client} = h);
+        configFile = join(h.dir, "routes.yaml");
         await writeFile(configFile, ROUTES_YAML);
-        client = await TestClient.connect(broker.url);
-        for (const filter of [`qwen-edge/${DEVICE}/status`, "home/#", "speaker/#", "lights/#", "commands/#", "notify/#"])
-            await client.subscribe(filter);
         // An old value kept by the broker: delivered on subscribe with the retain flag, never answered.
         await client.publish("home/old/temperature", "21.0", {retain: true});
         metricsPort = await freePort();
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile("scripted"), deviceId: DEVICE,
-            stateDir: join(state.path, "state"), args: ["--config", configFile, "--telemetry-metrics-port", String(metricsPort)]});
-        await client.waitFor("retained status online", (m) => m.topic === `qwen-edge/${DEVICE}/status` && m.json?.state === "online", 60_000);
+        daemon = await h.start({device: DEVICE, args: ["--config", configFile, "--telemetry-metrics-port", String(metricsPort)]}, 60_000);
     });
 
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     it("answers a number payload with the answer text alone, retained, on a topic built from the matched level", async () => {
         await client.publish("home/kitchen/temperature", "23.4");
@@ -231,10 +223,9 @@ describe("prompt routes over a real broker", () => {
     });
 
     it("refuses a looping configuration at start: exit code 2, naming both routes", async () => {
-        const looping = join(state.path, "looping.yaml");
+        const looping = join(h.dir, "looping.yaml");
         await writeFile(looping, LOOPING_YAML);
-        const d = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile("scripted"), deviceId: "loop-test",
-            stateDir: join(state.path, "loop-state"), args: ["--config", looping]});
+        const d = await h.spawn({device: "loop-test", args: ["--config", looping]});
         const exit = await d.exited;
         assert.equal(exit.code, 2, d.stderr());
         assert.match(d.stderr(), /routes\[0\] \(fine\)\.reply\.topic "alerts\/\{\{topic\.1\}\}" could match routes\[1\] \(echo\)\.topic "alerts\/#"/);
@@ -243,37 +234,22 @@ describe("prompt routes over a real broker", () => {
 });
 
 describe("a route's request survives a crash", () => {
-    let broker: Broker;
+    let h: Harness;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
-    let daemon: DaemonProcess | null = null;
     const DEV = "routes-crash";
 
-    const start = async (configFile: string): Promise<DaemonProcess> => {
-        const before = client.received.length;
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile("endless"), deviceId: DEV, stateDir: join(state.path, "state"),
-            args: ["--config", configFile, "--inference-context-size", "4096", "--shutdown-drain-ms", "300"]});
-        await client.waitFor("status online after start",
-            (m) => client.received.indexOf(m) >= before && m.topic === `qwen-edge/${DEV}/status` && m.json?.state === "online", 60_000);
-        return daemon;
-    };
+    // The same state directory each time: the journal carries the route's request across the crash.
+    const start = (configFile: string): Promise<DaemonProcess> => h.start({device: DEV, model: "endless", stateDir: join(h.dir, "state"),
+        args: ["--config", configFile, "--inference-context-size", "4096", "--shutdown-drain-ms", "300"]}, 60_000);
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-routes-crash-");
-        client = await TestClient.connect(broker.url);
-        await client.subscribe(`qwen-edge/${DEV}/status`);
-        await client.subscribe("crash/#");
+        h = await Harness.start({prefix: "qe-routes-crash-", subscribe: [`qwen-edge/${DEV}/status`, "crash/#"]});
+        client = h.client;
     });
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     it("answers exactly once, in the route's format, after SIGKILL in the middle of its generation", async () => {
-        const configFile = join(state.path, "crash.yaml");
+        const configFile = join(h.dir, "crash.yaml");
         await writeFile(configFile, `
 routes:
   - name: crash

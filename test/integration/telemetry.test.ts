@@ -8,15 +8,16 @@ import assert from "node:assert/strict";
 import {spawnSync} from "node:child_process";
 import {readFileSync} from "node:fs";
 import {after, before, describe, it} from "node:test";
-import {freePort, startBroker, type Broker} from "../support/broker.js";
-import {runCli, spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import {freePort, type Broker} from "../support/broker.js";
+import {runCli, type DaemonProcess} from "../support/daemon.js";
+import {Harness} from "../support/harness.js";
 import {parseExposition} from "../support/exposition.js";
 import type {InfoMessage} from "../../src/telemetry/info.js";
 import {assertHealthShape} from "../support/health-shape.js";
 import {discoveryProblems, entityStates, jinjaMissing} from "../support/home-assistant.js";
 import {probeDevice, readTemperatureC} from "../../src/system/probe.js";
 import {TestClient} from "../support/mqtt-client.js";
-import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import {SCRIPTED_ANSWER} from "../support/models.js";
 
 const DEVICE = "tele-test";
 const BASE = `qwen-edge/${DEVICE}`;
@@ -26,36 +27,30 @@ const promtool = spawnSync("promtool", ["--version"]).status === 0;
 const VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {version: string}).version;
 
 void describe("telemetry over a real broker", () => {
+    let h: Harness;
     let broker: Broker;
     let daemon: DaemonProcess;
     let client: TestClient;
-    let state: {path: string; dispose: () => Promise<void>};
     let metricsPort: number;
     /** health topic -> message expiry interval of each received message */
     const expiries: Array<number | undefined> = [];
 
     before(async () => {
-        broker = await startBroker();
-        state = await tempDir("qe-telemetry-");
+        h = await Harness.start({prefix: "qe-telemetry-"});
+        ({broker, client} = h);
         metricsPort = await freePort();
-        client = await TestClient.connect(broker.url);
+        // Listening before subscribing: every health message's expiry is recorded.
         client.client.on("message", (topic, _payload, packet) => {
             if (topic === `${BASE}/health`) expiries.push(packet.properties?.messageExpiryInterval);
         });
         await client.subscribe(`${BASE}/#`);
         await client.subscribe("homeassistant/#");
         await client.subscribe("replies/#");
-        daemon = spawnDaemon({brokerUrl: broker.url, modelPath: await modelFile("scripted"), deviceId: DEVICE, stateDir: state.path,
-            args: ["--telemetry-interval-seconds", "1", "--telemetry-home-assistant", "--telemetry-metrics-port", String(metricsPort)]});
-        await client.waitFor("status online", (m) => m.topic === `${BASE}/status` && m.json?.state === "online", 60_000);
+        daemon = await h.start({device: DEVICE,
+            args: ["--telemetry-interval-seconds", "1", "--telemetry-home-assistant", "--telemetry-metrics-port", String(metricsPort)]}, 60_000);
     });
 
-    after(async () => {
-        await daemon?.kill();
-        await client?.close();
-        await broker?.dispose();
-        await state?.dispose();
-    });
+    after(() => h?.dispose());
 
     void it("shows the status transitions in order: starting, loading (with progress), online", () => {
         const statuses = client.received.filter((m) => m.topic === `${BASE}/status`);

@@ -8,64 +8,56 @@ import assert from "node:assert/strict";
 import {mkdir, readFile, writeFile} from "node:fs/promises";
 import {join} from "node:path";
 import {after, before, describe, it} from "node:test";
-import {freePort, startBroker, type Broker} from "../support/broker.js";
-import {runCli, spawnDaemon, tempDir, type DaemonProcess} from "../support/daemon.js";
+import {freePort} from "../support/broker.js";
+import {runCli, type DaemonProcess} from "../support/daemon.js";
+import {Harness} from "../support/harness.js";
 import {TestClient} from "../support/mqtt-client.js";
-import {modelFile, SCRIPTED_ANSWER} from "../support/models.js";
+import {SCRIPTED_ANSWER} from "../support/models.js";
 import {makePasswordFile, makeTestPki, type TestPki} from "../support/tls.js";
 
 const PASSWORD = "pw-7f3a9c1e-do-not-leak";
 const TESTER = {username: "tester", password: "tester-pw"};
 
 describe("broker security: TLS and passwords", () => {
-    let dir: {path: string; dispose: () => Promise<void>};
+    let h: Harness;
+    let dir: string;
     let pki: TestPki;
-    let broker: Broker;
     let tlsPort: number;
     let expiredPort: number;
     let client: TestClient;
-    let model: string;
     let passwordFile: string;
-    const daemons: DaemonProcess[] = [];
+    let daemons: readonly DaemonProcess[];
 
     /** a daemon on the TLS listener with a client certificate; `args` adds or overrides */
-    const start = (device: string, args: string[], port = tlsPort, env: NodeJS.ProcessEnv = {}): DaemonProcess => {
-        const d = spawnDaemon({brokerUrl: `mqtts://127.0.0.1:${port}`, modelPath: model, deviceId: device,
-            stateDir: join(dir.path, device), env,
+    const start = (device: string, args: string[], port = tlsPort, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> =>
+        h.spawn({device, brokerUrl: `mqtts://127.0.0.1:${port}`, env,
             args: ["--mqtt-cert", pki.clientCert, "--mqtt-key", pki.clientKey, "--mqtt-username", "qwen-edge", ...args]});
-        daemons.push(d);
-        return d;
-    };
 
     before(async () => {
-        dir = await tempDir("qe-tls-");
-        pki = await makeTestPki(dir.path);
-        passwordFile = join(dir.path, "mqtt-password");
-        await writeFile(passwordFile, `${PASSWORD}\n`, {mode: 0o600});
-        await makePasswordFile(join(dir.path, "mosquitto.passwd"), {"qwen-edge": PASSWORD, [TESTER.username]: TESTER.password});
-        tlsPort = await freePort();
-        expiredPort = await freePort();
-        const tlsListener = (port: number, cert: string): string[] => [
-            `listener ${port} 127.0.0.1`, `cafile ${pki.ca}`, `certfile ${cert}`, `keyfile ${pki.serverKey}`, "require_certificate true"
-        ];
-        broker = await startBroker({extraConfig: [
-            "allow_anonymous false", `password_file ${join(dir.path, "mosquitto.passwd")}`,
-            ...tlsListener(tlsPort, pki.serverCert), ...tlsListener(expiredPort, pki.expiredServerCert)
-        ]});
-        model = await modelFile("scripted");
-        client = await TestClient.connect(broker.url, TESTER);
-        await client.subscribe("#");
+        // The broker's TLS listeners and password file are made in the temp directory before it starts.
+        h = await Harness.start({prefix: "qe-tls-", client: TESTER, subscribe: ["#"], broker: async (path) => {
+            dir = path;
+            pki = await makeTestPki(dir);
+            passwordFile = join(dir, "mqtt-password");
+            await writeFile(passwordFile, `${PASSWORD}\n`, {mode: 0o600});
+            await makePasswordFile(join(dir, "mosquitto.passwd"), {"qwen-edge": PASSWORD, [TESTER.username]: TESTER.password});
+            tlsPort = await freePort();
+            expiredPort = await freePort();
+            const tlsListener = (port: number, cert: string): string[] => [
+                `listener ${port} 127.0.0.1`, `cafile ${pki.ca}`, `certfile ${cert}`, `keyfile ${pki.serverKey}`, "require_certificate true"
+            ];
+            return {extraConfig: [
+                "allow_anonymous false", `password_file ${join(dir, "mosquitto.passwd")}`,
+                ...tlsListener(tlsPort, pki.serverCert), ...tlsListener(expiredPort, pki.expiredServerCert)
+            ]};
+        }});
+        ({client, daemons} = h);
     });
 
-    after(async () => {
-        for (const d of daemons) await d.kill();
-        await client?.close();
-        await broker?.dispose();
-        await dir?.dispose();
-    });
+    after(() => h?.dispose());
 
     it("connects with the right CA, a client certificate and the password file, and answers", async () => {
-        const d = start("tls-ok", ["--mqtt-ca", pki.ca, "--mqtt-password-file", passwordFile]);
+        const d = await start("tls-ok", ["--mqtt-ca", pki.ca, "--mqtt-password-file", passwordFile]);
         await client.waitFor("tls-ok online", (m) => m.topic === "qwen-edge/tls-ok/status" && m.json?.state === "online");
         await client.publish("qwen-edge/tls-ok/request", JSON.stringify({id: "tls-1", prompt: "hello", replyTo: "replies/tls-1"}));
         const reply = await client.waitFor("reply to tls-1", (m) => m.topic === "replies/tls-1");
@@ -76,7 +68,7 @@ describe("broker security: TLS and passwords", () => {
     });
 
     it("`qwen-edge ask` connects with the same TLS and password-file options", async () => {
-        const testerPassword = join(dir.path, "tester-password");
+        const testerPassword = join(dir, "tester-password");
         await writeFile(testerPassword, TESTER.password, {mode: 0o600});
         const ask = runCli(["ask", "--device", "tls-ok", "--timeout", "20", "--mqtt-url", `mqtts://127.0.0.1:${tlsPort}`,
             "--mqtt-ca", pki.ca, "--mqtt-cert", pki.clientCert, "--mqtt-key", pki.clientKey,
@@ -89,10 +81,10 @@ describe("broker security: TLS and passwords", () => {
     });
 
     it("reads the password from the systemd credential when mqtt.passwordFile is empty", async () => {
-        const credentials = join(dir.path, "credentials");
+        const credentials = join(dir, "credentials");
         await mkdir(credentials);
         await writeFile(join(credentials, "mqtt-password"), PASSWORD, {mode: 0o400});
-        const d = start("tls-cred", ["--mqtt-ca", pki.ca], tlsPort, {CREDENTIALS_DIRECTORY: credentials});
+        const d = await start("tls-cred", ["--mqtt-ca", pki.ca], tlsPort, {CREDENTIALS_DIRECTORY: credentials});
         await client.waitFor("tls-cred online", (m) => m.topic === "qwen-edge/tls-cred/status" && m.json?.state === "online");
         assert.equal(d.logs.find((l) => l.message === "mqtt credentials" && l.password !== undefined)?.password, "systemd-credential");
     });
@@ -133,13 +125,13 @@ describe("broker security: TLS and passwords", () => {
         let badPassword: DaemonProcess;
 
         before(async () => {
-            const wrong = join(dir.path, "wrong-password");
+            const wrong = join(dir, "wrong-password");
             await writeFile(wrong, "not-the-password\n", {mode: 0o600});
             // NODE_TLS_REJECT_UNAUTHORIZED=0 must not switch verification off: rejectUnauthorized is explicit.
-            wrongCa = start("tls-wrong-ca", ["--mqtt-ca", pki.wrongCa, "--mqtt-password-file", passwordFile], tlsPort,
+            wrongCa = await start("tls-wrong-ca", ["--mqtt-ca", pki.wrongCa, "--mqtt-password-file", passwordFile], tlsPort,
                 {NODE_TLS_REJECT_UNAUTHORIZED: "0"});
-            expired = start("tls-expired", ["--mqtt-ca", pki.ca, "--mqtt-password-file", passwordFile], expiredPort);
-            badPassword = start("tls-bad-pw", ["--mqtt-ca", pki.ca, "--mqtt-password-file", wrong]);
+            expired = await start("tls-expired", ["--mqtt-ca", pki.ca, "--mqtt-password-file", passwordFile], expiredPort);
+            badPassword = await start("tls-bad-pw", ["--mqtt-ca", pki.ca, "--mqtt-password-file", wrong]);
         });
 
         it("a wrong CA: one broker_tls error naming mqtt.ca, retries with backoff, even with NODE_TLS_REJECT_UNAUTHORIZED=0", async () => {
@@ -165,9 +157,7 @@ describe("broker security: TLS and passwords", () => {
     });
 
     it("no client certificate where the broker requires one: says to set mqtt.cert and mqtt.key", async () => {
-        const d = spawnDaemon({brokerUrl: `mqtts://127.0.0.1:${tlsPort}`, modelPath: model, deviceId: "tls-no-cert",
-            stateDir: join(dir.path, "tls-no-cert"), args: ["--mqtt-ca", pki.ca]});
-        daemons.push(d);
+        const d = await h.spawn({device: "tls-no-cert", brokerUrl: `mqtts://127.0.0.1:${tlsPort}`, args: ["--mqtt-ca", pki.ca]});
         const error = await d.waitForLog("mqtt connection problem", (l) => l.message === "mqtt connection problem");
         assert.equal(error.code, "broker_tls");
         assert.match(String(error.reason), /requires a client certificate \(ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED\): set mqtt\.cert and mqtt\.key$/);

@@ -48,7 +48,7 @@ export async function startBroker(options: BrokerOptions = {}): Promise<Broker> 
     const conf = [
         `listener ${port} 127.0.0.1`,
         "allow_anonymous true",
-        // FACTS.md: without it a request right after a reply waits ~40 ms for Nagle/delayed ACK.
+        // Without it a request right after a reply waits ~40 ms for Nagle/delayed ACK (docs/DESIGN.md).
         "set_tcp_nodelay true",
         `persistence ${options.persistence === false ? "false" : "true"}`,
         `persistence_location ${dir}/`,

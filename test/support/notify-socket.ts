@@ -9,6 +9,7 @@ import {existsSync} from "node:fs";
 import {mkdtemp, rm} from "node:fs/promises";
 import {tmpdir} from "node:os";
 import {join} from "node:path";
+import {withTimeout} from "../../src/util/timeout.js";
 
 const RECEIVER = `
 import json, socket, sys
@@ -70,7 +71,9 @@ export async function startNotifySocket(options: {abstract?: boolean} = {}): Pro
         }
         for (const w of waiters) w();
     });
-    await Promise.race([isBound, new Promise((_, reject) => setTimeout(() => reject(new Error(`notify socket receiver did not start: ${stderr}`)), 10_000))]);
+    await withTimeout(isBound, 10_000, () => {
+        throw new Error(`notify socket receiver did not start: ${stderr}`);
+    });
     return {
         address, received,
         waitFor: (what, match, timeoutMs = 20_000) => new Promise((resolve, reject) => {

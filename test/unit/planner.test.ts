@@ -6,7 +6,8 @@ import {
     MODEL_VARIANTS, catalogRequirement, modelUri,
     type CandidateRequirement, type ModelVariant, type Quantization
 } from "../../src/models/catalog.js";
-import {defaultReserveBytes, formatBytes, parseSize, planModel, renderPlan, type ModelPlan, type PlanInput} from "../../src/models/planner.js";
+import {defaultReserveBytes, planModel, renderPlan, type ModelPlan, type PlanInput} from "../../src/models/planner.js";
+import {formatBytes, parseSize} from "../../src/util/size.js";
 import {probeDevice, type MemoryFacts} from "../../src/system/probe.js";
 import {ConfigError} from "../../src/errors.js";
 import {fallbackOrder} from "../../src/models/select.js";

@@ -7,7 +7,8 @@ import {decodeJob, encodeJob} from "../../src/jobs/codec.js";
 import {createLogger} from "../../src/log.js";
 import {okReply, type InferenceRequest, type ProtocolLimits} from "../../src/mqtt/protocol.js";
 import {topicLayout} from "../../src/mqtt/topics.js";
-import {compileRoutes, deviceRouteProblems, filterRefusal, type Route, type RouteConfig} from "../../src/routes/route.js";
+import type {RouteConfig} from "../../src/config-schema.js";
+import {compileRoutes, deviceRouteProblems, filterRefusal, type Route} from "../../src/routes/route.js";
 import {evaluateRoute, Router, textAnswer, type RoutedMessage} from "../../src/routes/router.js";
 import {parseTemplate, renderText, renderTopic, templateMayMatch, wildcardSegments, type Template,
     type TemplateScope, type TemplateValues} from "../../src/routes/template.js";
