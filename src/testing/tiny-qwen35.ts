@@ -1,14 +1,16 @@
 // Generates tiny GGUF models with the real qwen35 architecture (hybrid Gated DeltaNet + attention), our
 // own byte-level BPE vocabulary, Qwen's special tokens and a ChatML-style template, so tests run the real
-// engine without downloading weights. "scripted" answers a fixed text; "endless" never emits an end token.
+// engine without downloading weights. "scripted" answers a given text; "tool-call" calls a given tool with given
+// arguments; "endless" never emits an end token.
 import {createHash} from "node:crypto";
 import {writeFile} from "node:fs/promises";
 import {arr, bool, encodeGguf, f32, str, u32, type GgufMetaValue, type GgufTensorSpec} from "./gguf-writer.js";
-import {bpeEncode, buildVocab, SCRIPTED_ANSWER, type Vocab} from "./tiny-vocab.js";
+import {answerChain, toolCallChain, type Chain, type ScriptedToolCall} from "./scripted-chain.js";
+import {buildVocab, SCRIPTED_ANSWER, type Vocab} from "./tiny-vocab.js";
 
 export {buildVocab, SCRIPTED_ANSWER, SPECIAL_TOKENS, type Vocab} from "./tiny-vocab.js";
 
-export type TinyModelKind = "random" | "scripted" | "endless";
+export type TinyModelKind = "random" | "scripted" | "endless" | "tool-call";
 export interface TinyQwen35Options {
     kind?: TinyModelKind;          // default "random"
     seed?: number;                 // PRNG seed, deterministic output; default 1
@@ -21,6 +23,10 @@ export interface TinyQwen35Options {
     name?: string;                 // general.name
     /** only the header (no tensor data): a cheap fixture for readGgufFileInfo / memory estimates, even for big shapes */
     headerOnly?: boolean;
+    /** scripted: the answer (default SCRIPTED_ANSWER); any text, repeated tokens included (scripted-chain.ts) */
+    text?: string;
+    /** tool-call (required there): the call the model makes, in QwenChatWrapper 3.5's syntax (scripted-chain.ts) */
+    toolCall?: ScriptedToolCall;
 }
 
 // Our own minimal ChatML-style template (thinking on unless enable_thinking is false), written for this project.
@@ -136,7 +142,7 @@ function buildTensors(shape: Shape, weightType: "f32" | "f16", seed: number, out
     return tensors;
 }
 
-function metadata(shape: Shape, vocab: Vocab, opts: Required<TinyQwen35Options>): Record<string, GgufMetaValue> {
+function metadata(shape: Shape, vocab: Vocab, opts: {name: string; weightType: string; contextLength: number}): Record<string, GgufMetaValue> {
     const ropeHalf = shape.headDim / 8; // rotary on a quarter of each head, as in Qwen3.5
     const third = Math.floor(ropeHalf / 3);
     const a = "qwen35";
@@ -184,60 +190,62 @@ export function tokenizerMetadata(vocab: Vocab): Record<string, GgufMetaValue> {
     };
 }
 
-/**
- * The scripted chain: the token(s) that end the generation prompt ("\n\n" after the empty think block, or
- * "\n") lead to the answer's first token, each answer token to the next, the last one to <|im_end|>.
- * Each source token gets its own embedding axis; the successor's output row points along it.
- */
-function scriptedRows(shape: Shape, vocab: Vocab): {embd: RowOverrides; out: RowOverrides} {
-    const answer = bpeEncode(SCRIPTED_ANSWER, vocab);
-    const ends = [...new Set([...bpeEncode("\n\n", vocab).slice(-1), ...bpeEncode("\n", vocab)])];
-    const imEnd = vocab.id.get("<|im_end|>") ?? -1;
-    if (answer.includes(-1) || new Set(answer).size !== answer.length || answer.some((t) => ends.includes(t)))
-        throw new Error("scripted model: the answer's tokens are not distinct; use more merges");
-    const links: Array<[number, number]> = ends.map((e) => [e, answer[0] ?? imEnd]);
-    answer.forEach((t, i) => links.push([t, answer[i + 1] ?? imEnd]));
-    if (links.length > shape.hidden) throw new Error("scripted model: hidden too small for the answer");
+/** Embedding and output rows for a chain: a successor's logit is gain * sqrt(hidden), far above any random row's. */
+function chainRows(chain: Chain, hidden: number): {embd: RowOverrides; out: RowOverrides} {
+    const gains = [8, 4]; // a second choice stays far above the random rows and far below the first
     const embd: RowOverrides = new Map();
     const out: RowOverrides = new Map();
-    const gain = 8; // logit of the successor = gain * sqrt(hidden): far above any random row
-    links.forEach(([from, to], axis) => {
-        const e = new Float32Array(shape.hidden);
-        e[axis] = Math.sqrt(shape.hidden); // RMS 1, like the random rows
+    [...chain].forEach(([from, successors], axis) => {
+        const e = new Float32Array(hidden);
+        e[axis] = Math.sqrt(hidden); // RMS 1, like the random rows
         embd.set(from, e);
-        const o = out.get(to) ?? new Float32Array(shape.hidden);
-        o[axis] = gain;
-        out.set(to, o);
+        successors.forEach((to, rank) => {
+            const o = out.get(to) ?? new Float32Array(hidden);
+            o[axis] = gains[rank] ?? 0;
+            out.set(to, o);
+        });
     });
     return {embd, out};
 }
 
 export function buildTinyQwen35(options: TinyQwen35Options = {}): Buffer {
-    const hidden = options.hidden ?? 64;
-    const opts: Required<TinyQwen35Options> = {
-        kind: options.kind ?? "random",
+    const kind = options.kind ?? "random";
+    if (options.text !== undefined && kind !== "scripted") throw new Error("text is for the scripted kind");
+    if ((options.toolCall !== undefined) !== (kind === "tool-call")) throw new Error("the tool-call kind needs toolCall, and only it takes one");
+    const merges = options.merges ?? 200;
+    const vocab = buildVocab(merges);
+    // chains may add tokens of the model's own to the vocabulary: build them before the shape
+    const chain = kind === "scripted" ? answerChain(options.text ?? SCRIPTED_ANSWER, vocab)
+        : options.toolCall ? toolCallChain(options.toolCall, vocab) : null;
+    let hidden = options.hidden ?? 64;
+    if (chain && chain.size > hidden) {
+        const needed = Math.ceil(chain.size / 64) * 64;
+        if (options.hidden !== undefined) throw new Error(`${kind} model: its chain passes through ${chain.size} tokens, one axis each: use hidden >= ${needed}`);
+        hidden = needed;
+    }
+    const opts: Required<Omit<TinyQwen35Options, "text" | "toolCall">> = {
+        kind,
         seed: options.seed ?? 1,
         hidden,
         layers: options.layers ?? 4,
         feedForward: options.feedForward ?? 2 * hidden,
         contextLength: options.contextLength ?? 4096,
-        merges: options.merges ?? 200,
+        merges,
         weightType: options.weightType ?? "f16",
-        name: options.name ?? `qwen-edge tiny qwen35 ${options.kind ?? "random"}`,
+        name: options.name ?? `qwen-edge tiny qwen35 ${kind}`,
         headerOnly: options.headerOnly ?? false
     };
-    const vocab = buildVocab(opts.merges);
     const shape = shapeFor(hidden, opts.layers, opts.feedForward, vocab.tokens.length);
     let embd: RowOverrides = new Map();
     let out: RowOverrides = new Map();
-    if (opts.kind === "scripted") {
-        ({embd, out} = scriptedRows(shape, vocab));
-    } else if (opts.kind === "endless") {
+    if (chain) {
+        ({embd, out} = chainRows(chain, hidden));
+    } else if (kind === "endless") {
         // zero logits for every control token: greedy decoding then always prefers some random text token
         vocab.types.forEach((t, id) => { if (t === 3) out.set(id, new Float32Array(hidden)); });
     }
-    // scripted: layer outputs nearly vanish, so the current token alone decides the next one
-    const outputScale = opts.kind === "scripted" ? 0.01 : 1;
+    // chains: layer outputs nearly vanish, so the current token alone decides the next one
+    const outputScale = chain ? 0.01 : 1;
     const tensors = buildTensors(shape, opts.weightType, opts.seed, outputScale, embd, out);
     return encodeGguf(metadata(shape, vocab, opts), tensors, {headerOnly: opts.headerOnly});
 }

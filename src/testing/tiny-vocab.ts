@@ -43,7 +43,7 @@ function byteToUnicode(): string[] {
     return map;
 }
 const BYTE_CHARS = byteToUnicode();
-const toByteLevel = (text: string): string[] => [...Buffer.from(text, "utf8")].map((b) => BYTE_CHARS[b] ?? "");
+export const toByteLevel = (text: string): string[] => [...Buffer.from(text, "utf8")].map((b) => BYTE_CHARS[b] ?? "");
 const preTokens = (text: string): string[] => text.match(PRE_TOKENIZER) ?? [];
 
 export interface Vocab {tokens: string[]; types: number[]; merges: string[]; id: Map<string, number>}
