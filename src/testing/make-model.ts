@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Writes a qwen35 test model: a tiny one (node dist/src/testing/make-model.js OUT.gguf [--kind scripted] ...),
+// Writes a qwen35 test model: a tiny one (node dist/src/testing/make-model.js OUT.gguf [--kind scripted] ...;
+// --kind scripted --text TEXT answers TEXT; --kind tool-call --tool NAME --args JSON calls a tool),
 // or one with the real shape of a published Qwen3.5 file (--scale 0.8b --quant Q4_K_M; random weights).
 import {isModelVariant, type ModelVariant} from "../models/catalog.js";
 import {SCALE_QUANTS, writeScaleModel, type ScaleQuant} from "./scale-model.js";
@@ -7,6 +8,9 @@ import {writeTinyQwen35, type TinyModelKind, type TinyQwen35Options} from "./tin
 
 const USAGE = "usage: make-model OUT.gguf [--kind random|scripted|endless] [--hidden N] [--layers N] [--seed N]"
     + " [--ff N] [--merges N] [--context N] [--f32] [--name TEXT]\n"
+    + "       make-model OUT.gguf --kind scripted --text TEXT      answers TEXT (default: \"Hello from qwen-edge.\")\n"
+    + "       make-model OUT.gguf --kind tool-call --tool NAME [--args JSON]\n"
+    + "                                                   calls NAME with the JSON object (default {}) in Qwen3.5's syntax\n"
     + "       make-model OUT.gguf --scale 0.8b|2b|4b|9b [--quant Q4_K_M|Q8_0] [--kind endless|random]\n"
     + "  --scale writes the real shape of that Qwen3.5 (full vocabulary, llama.cpp's tensor types) with random weights\n";
 
@@ -20,6 +24,8 @@ function parseArgs(argv: string[]): {out: string; options: TinyQwen35Options; sc
     let out: string | undefined;
     let variant: ModelVariant | null = null;
     let quant: ScaleQuant = "Q4_K_M";
+    let tool: string | null = null;
+    let args: Record<string, unknown> | null = null;
     const int = (flag: string, v: string | undefined): number => {
         const n = Number(v);
         if (v == null || !Number.isSafeInteger(n)) throw new Error(`${flag} needs an integer`);
@@ -31,7 +37,7 @@ function parseArgs(argv: string[]): {out: string; options: TinyQwen35Options; sc
         switch (arg) {
             case "--kind": {
                 const kind = next();
-                if (kind !== "random" && kind !== "scripted" && kind !== "endless") throw new Error(`unknown kind ${kind}`);
+                if (kind !== "random" && kind !== "scripted" && kind !== "endless" && kind !== "tool-call") throw new Error(`unknown kind ${kind}`);
                 options.kind = kind satisfies TinyModelKind;
                 break;
             }
@@ -43,6 +49,24 @@ function parseArgs(argv: string[]): {out: string; options: TinyQwen35Options; sc
             case "--context": options.contextLength = int(arg, next()); break;
             case "--f32": options.weightType = "f32"; break;
             case "--name": options.name = next(); break;
+            case "--text": {
+                const text = next();
+                if (text == null || text === "") throw new Error("--text needs a non-empty text");
+                options.text = text;
+                break;
+            }
+            case "--tool": tool = next() ?? ""; break;
+            case "--args": {
+                let value: unknown;
+                try {
+                    value = JSON.parse(next() ?? "");
+                } catch {
+                    value = undefined;
+                }
+                if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("--args needs a JSON object");
+                args = value as Record<string, unknown>;
+                break;
+            }
             case "--scale": {
                 const v = next()?.toLowerCase() ?? "";
                 if (!isModelVariant(v)) throw new Error(`--scale takes 0.8b, 2b, 4b or 9b (got ${v || "nothing"})`);
@@ -61,7 +85,13 @@ function parseArgs(argv: string[]): {out: string; options: TinyQwen35Options; sc
         }
     }
     if (out == null) throw new Error("missing output path");
-    if (variant !== null && options.kind === "scripted") throw new Error("--scale models are random or endless, not scripted");
+    if (options.text !== undefined && options.kind !== "scripted") throw new Error("--text is for --kind scripted");
+    if ((tool !== null || args !== null) && options.kind !== "tool-call") throw new Error("--tool and --args are for --kind tool-call");
+    if (options.kind === "tool-call") {
+        if (!tool) throw new Error("--kind tool-call needs --tool NAME");
+        options.toolCall = {name: tool, args: args ?? {}};
+    }
+    if (variant !== null && (options.kind === "scripted" || options.kind === "tool-call")) throw new Error(`--scale models are random or endless, not ${options.kind}`);
     return {out, options, scale: variant === null ? null : {variant, quant}};
 }
 

@@ -1,11 +1,16 @@
 // Generates tiny GGUF models with the real qwen35 architecture (hybrid Gated DeltaNet + attention), our
 // own byte-level BPE vocabulary, Qwen's special tokens and a ChatML-style template, so tests run the real
-// engine without downloading weights. "scripted" answers a fixed text; "endless" never emits an end token.
+// engine without downloading weights. "scripted" answers a given text; "tool-call" calls a given tool with given
+// arguments; "endless" never emits an end token.
 import {createHash} from "node:crypto";
 import {writeFile} from "node:fs/promises";
 import {arr, bool, encodeGguf, f32, str, u32, type GgufMetaValue, type GgufTensorSpec} from "./gguf-writer.js";
+import {answerChain, toolCallChain, type Chain, type ScriptedToolCall} from "./scripted-chain.js";
+import {buildVocab, SCRIPTED_ANSWER, type Vocab} from "./tiny-vocab.js";
 
-export type TinyModelKind = "random" | "scripted" | "endless";
+export {buildVocab, SCRIPTED_ANSWER, SPECIAL_TOKENS, type Vocab} from "./tiny-vocab.js";
+
+export type TinyModelKind = "random" | "scripted" | "endless" | "tool-call";
 export interface TinyQwen35Options {
     kind?: TinyModelKind;          // default "random"
     seed?: number;                 // PRNG seed, deterministic output; default 1
@@ -18,18 +23,11 @@ export interface TinyQwen35Options {
     name?: string;                 // general.name
     /** only the header (no tensor data): a cheap fixture for readGgufFileInfo / memory estimates, even for big shapes */
     headerOnly?: boolean;
+    /** scripted: the answer (default SCRIPTED_ANSWER); any text, repeated tokens included (scripted-chain.ts) */
+    text?: string;
+    /** tool-call (required there): the call the model makes, in QwenChatWrapper 3.5's syntax (scripted-chain.ts) */
+    toolCall?: ScriptedToolCall;
 }
-
-/** What the "scripted" model answers (greedy, QwenChatWrapper 3.5 with thoughts discouraged) to any chat prompt. */
-export const SCRIPTED_ANSWER = "Hello from qwen-edge.";
-
-export const SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
-    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
-    "<think>", "</think>"
-];
 
 // Our own minimal ChatML-style template (thinking on unless enable_thinking is false), written for this project.
 const CHAT_TEMPLATE = [
@@ -45,124 +43,6 @@ const CHAT_TEMPLATE = [
     "{%- endif -%}",
     "{%- endif -%}"
 ].join("\n");
-
-// Training text for the BPE merges (our own words); the scripted answer and "\n\n" are weighted so their
-// merges come first and the answer always becomes a few distinct tokens.
-const CORPUS = `You are a helpful assistant running on a small edge device.
-
-The user asks a question and the assistant answers it in a short sentence.
-What is the weather today? It is sunny and warm, with a light wind from the west.
-Please tell me the temperature of the sensor in the kitchen.
-The sensor reports twenty degrees. The device is online and the status is good.
-
-Once upon a time there was a little robot named Tiny. Every day it read the messages and answered them.
-How can I help you? Let me think about that first. Here is the answer.
-{"name": "get_status", "arguments": {"device": "pump"}}
-def main():
-    print("hello world")
-    return 0
-`;
-
-// Qwen2-style pre-tokenizer split, the same shape llama.cpp uses for qwen35
-const PRE_TOKENIZER = /(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
-
-/** GPT-2's byte -> printable character map used by byte-level BPE vocabularies. */
-function byteToUnicode(): string[] {
-    const map: string[] = new Array<string>(256);
-    let extra = 0;
-    for (let b = 0; b < 256; b++) {
-        const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-        map[b] = String.fromCharCode(printable ? b : 256 + extra++);
-    }
-    return map;
-}
-const BYTE_CHARS = byteToUnicode();
-const toByteLevel = (text: string): string[] => [...Buffer.from(text, "utf8")].map((b) => BYTE_CHARS[b] ?? "");
-const preTokens = (text: string): string[] => text.match(PRE_TOKENIZER) ?? [];
-
-export interface Vocab {tokens: string[]; types: number[]; merges: string[]; id: Map<string, number>}
-
-function trainMerges(count: number): string[] {
-    const words = new Map<string, {syms: string[]; n: number}>();
-    const addText = (text: string, weight: number): void => {
-        for (const piece of preTokens(text)) {
-            const entry = words.get(piece) ?? {syms: toByteLevel(piece), n: 0};
-            entry.n += weight;
-            words.set(piece, entry);
-        }
-    };
-    addText(CORPUS, 1);
-    addText(SCRIPTED_ANSWER, 1000);
-    addText("\n\n", 1000);
-    const known = new Set(BYTE_CHARS);
-    const merges: string[] = [];
-    while (merges.length < count) {
-        const counts = new Map<string, number>();
-        for (const {syms, n} of words.values())
-            for (let i = 0; i + 1 < syms.length; i++) {
-                const key = `${syms[i]} ${syms[i + 1]}`;
-                counts.set(key, (counts.get(key) ?? 0) + n);
-            }
-        let best: string | undefined;
-        let bestCount = 0;
-        for (const [key, n] of counts) {
-            if (known.has(key.replace(" ", ""))) continue; // every merge must add a new token
-            if (n > bestCount || (n === bestCount && best != null && key < best)) [best, bestCount] = [key, n];
-        }
-        if (best == null) break;
-        const [a, b] = best.split(" ") as [string, string];
-        for (const w of words.values()) {
-            for (let i = 0; i + 1 < w.syms.length; i++)
-                if (w.syms[i] === a && w.syms[i + 1] === b) w.syms.splice(i, 2, a + b);
-        }
-        merges.push(best);
-        known.add(a + b);
-    }
-    // the corpus ran out of pairs: extend deterministically with letters appended to existing tokens
-    const pool = [...BYTE_CHARS, ...merges.map((m) => m.replace(" ", ""))];
-    for (let i = 0; merges.length < count; i++) {
-        const base = pool[i];
-        if (base == null) throw new Error("cannot generate that many merges");
-        for (const c of "abcdefghijklmnopqrstuvwxyz") {
-            if (merges.length >= count) break;
-            if (!known.has(base + c)) {
-                merges.push(`${base} ${c}`);
-                known.add(base + c);
-                pool.push(base + c);
-            }
-        }
-    }
-    return merges;
-}
-
-/** 256 byte tokens, `mergeCount` merged tokens, then Qwen's special tokens (control tokens). */
-export function buildVocab(mergeCount: number): Vocab {
-    const merges = trainMerges(mergeCount);
-    const tokens = [...BYTE_CHARS, ...merges.map((m) => m.replace(" ", "")), ...SPECIAL_TOKENS];
-    const types = tokens.map((_, i) => i < tokens.length - SPECIAL_TOKENS.length ? 1 : 3);
-    return {tokens, types, merges, id: new Map(tokens.map((t, i) => [t, i]))};
-}
-
-/** Byte-level BPE encoding with our merges (lowest rank first), as llama.cpp does it. */
-function bpeEncode(text: string, vocab: Vocab): number[] {
-    const rank = new Map(vocab.merges.map((m, i) => [m, i]));
-    const ids: number[] = [];
-    for (const piece of preTokens(text)) {
-        const syms = toByteLevel(piece);
-        for (;;) {
-            let at = -1;
-            let bestRank = Infinity;
-            for (let i = 0; i + 1 < syms.length; i++) {
-                const r = rank.get(`${syms[i]} ${syms[i + 1]}`);
-                if (r != null && r < bestRank) [at, bestRank] = [i, r];
-            }
-            if (at < 0) break;
-            syms.splice(at, 2, `${syms[at]}${syms[at + 1]}`);
-        }
-        for (const s of syms) ids.push(vocab.id.get(s) ?? -1);
-    }
-    return ids;
-}
 
 /** A small seeded PRNG (uniform in [0, 1)): deterministic weights without a dependency. */
 export function mulberry32(seed: number): () => number {
@@ -262,7 +142,7 @@ function buildTensors(shape: Shape, weightType: "f32" | "f16", seed: number, out
     return tensors;
 }
 
-function metadata(shape: Shape, vocab: Vocab, opts: Required<TinyQwen35Options>): Record<string, GgufMetaValue> {
+function metadata(shape: Shape, vocab: Vocab, opts: {name: string; weightType: string; contextLength: number}): Record<string, GgufMetaValue> {
     const ropeHalf = shape.headDim / 8; // rotary on a quarter of each head, as in Qwen3.5
     const third = Math.floor(ropeHalf / 3);
     const a = "qwen35";
@@ -310,60 +190,62 @@ export function tokenizerMetadata(vocab: Vocab): Record<string, GgufMetaValue> {
     };
 }
 
-/**
- * The scripted chain: the token(s) that end the generation prompt ("\n\n" after the empty think block, or
- * "\n") lead to the answer's first token, each answer token to the next, the last one to <|im_end|>.
- * Each source token gets its own embedding axis; the successor's output row points along it.
- */
-function scriptedRows(shape: Shape, vocab: Vocab): {embd: RowOverrides; out: RowOverrides} {
-    const answer = bpeEncode(SCRIPTED_ANSWER, vocab);
-    const ends = [...new Set([...bpeEncode("\n\n", vocab).slice(-1), ...bpeEncode("\n", vocab)])];
-    const imEnd = vocab.id.get("<|im_end|>") ?? -1;
-    if (answer.includes(-1) || new Set(answer).size !== answer.length || answer.some((t) => ends.includes(t)))
-        throw new Error("scripted model: the answer's tokens are not distinct; use more merges");
-    const links: Array<[number, number]> = ends.map((e) => [e, answer[0] ?? imEnd]);
-    answer.forEach((t, i) => links.push([t, answer[i + 1] ?? imEnd]));
-    if (links.length > shape.hidden) throw new Error("scripted model: hidden too small for the answer");
+/** Embedding and output rows for a chain: a successor's logit is gain * sqrt(hidden), far above any random row's. */
+function chainRows(chain: Chain, hidden: number): {embd: RowOverrides; out: RowOverrides} {
+    const gains = [8, 4]; // a second choice stays far above the random rows and far below the first
     const embd: RowOverrides = new Map();
     const out: RowOverrides = new Map();
-    const gain = 8; // logit of the successor = gain * sqrt(hidden): far above any random row
-    links.forEach(([from, to], axis) => {
-        const e = new Float32Array(shape.hidden);
-        e[axis] = Math.sqrt(shape.hidden); // RMS 1, like the random rows
+    [...chain].forEach(([from, successors], axis) => {
+        const e = new Float32Array(hidden);
+        e[axis] = Math.sqrt(hidden); // RMS 1, like the random rows
         embd.set(from, e);
-        const o = out.get(to) ?? new Float32Array(shape.hidden);
-        o[axis] = gain;
-        out.set(to, o);
+        successors.forEach((to, rank) => {
+            const o = out.get(to) ?? new Float32Array(hidden);
+            o[axis] = gains[rank] ?? 0;
+            out.set(to, o);
+        });
     });
     return {embd, out};
 }
 
 export function buildTinyQwen35(options: TinyQwen35Options = {}): Buffer {
-    const hidden = options.hidden ?? 64;
-    const opts: Required<TinyQwen35Options> = {
-        kind: options.kind ?? "random",
+    const kind = options.kind ?? "random";
+    if (options.text !== undefined && kind !== "scripted") throw new Error("text is for the scripted kind");
+    if ((options.toolCall !== undefined) !== (kind === "tool-call")) throw new Error("the tool-call kind needs toolCall, and only it takes one");
+    const merges = options.merges ?? 200;
+    const vocab = buildVocab(merges);
+    // chains may add tokens of the model's own to the vocabulary: build them before the shape
+    const chain = kind === "scripted" ? answerChain(options.text ?? SCRIPTED_ANSWER, vocab)
+        : options.toolCall ? toolCallChain(options.toolCall, vocab) : null;
+    let hidden = options.hidden ?? 64;
+    if (chain && chain.size > hidden) {
+        const needed = Math.ceil(chain.size / 64) * 64;
+        if (options.hidden !== undefined) throw new Error(`${kind} model: its chain passes through ${chain.size} tokens, one axis each: use hidden >= ${needed}`);
+        hidden = needed;
+    }
+    const opts: Required<Omit<TinyQwen35Options, "text" | "toolCall">> = {
+        kind,
         seed: options.seed ?? 1,
         hidden,
         layers: options.layers ?? 4,
         feedForward: options.feedForward ?? 2 * hidden,
         contextLength: options.contextLength ?? 4096,
-        merges: options.merges ?? 200,
+        merges,
         weightType: options.weightType ?? "f16",
-        name: options.name ?? `qwen-edge tiny qwen35 ${options.kind ?? "random"}`,
+        name: options.name ?? `qwen-edge tiny qwen35 ${kind}`,
         headerOnly: options.headerOnly ?? false
     };
-    const vocab = buildVocab(opts.merges);
     const shape = shapeFor(hidden, opts.layers, opts.feedForward, vocab.tokens.length);
     let embd: RowOverrides = new Map();
     let out: RowOverrides = new Map();
-    if (opts.kind === "scripted") {
-        ({embd, out} = scriptedRows(shape, vocab));
-    } else if (opts.kind === "endless") {
+    if (chain) {
+        ({embd, out} = chainRows(chain, hidden));
+    } else if (kind === "endless") {
         // zero logits for every control token: greedy decoding then always prefers some random text token
         vocab.types.forEach((t, id) => { if (t === 3) out.set(id, new Float32Array(hidden)); });
     }
-    // scripted: layer outputs nearly vanish, so the current token alone decides the next one
-    const outputScale = opts.kind === "scripted" ? 0.01 : 1;
+    // chains: layer outputs nearly vanish, so the current token alone decides the next one
+    const outputScale = chain ? 0.01 : 1;
     const tensors = buildTensors(shape, opts.weightType, opts.seed, outputScale, embd, out);
     return encodeGguf(metadata(shape, vocab, opts), tensors, {headerOnly: opts.headerOnly});
 }
