@@ -27,7 +27,7 @@ export interface QwenEdgeConfigShape {
         threads: number; contextSize: number; batchSize: number; parallel: number; maxQueue: number;
         maxTokensCap: number; defaultMaxTokens: number; defaultTimeoutMs: number; maxTimeoutMs: number;
         maxPayloadBytes: number; systemPrompt: string; temperature: number; topP: number; topK: number;
-        presencePenalty: number; streamIntervalMs: number;
+        presencePenalty: number; streamIntervalMs: number; promptCheckpoints: number;
     };
     state: {dir: string};
     shutdown: {drainMs: number};
@@ -142,6 +142,7 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         contextSize: {doc: "Context size in tokens of each parallel sequence (prompt + answer; never the model's 262k).", format: "nat", default: 4096},
         batchSize: {doc: "Prompt batch size; the compute buffer grows with n_vocab x batch, keep it small on small devices.", format: "nat", default: 128},
         parallel: {doc: "Requests generated at the same time (sequences of one context).", format: "nat", default: 1},
+        promptCheckpoints: {doc: "Prompt reuse: evaluated-prompt checkpoints each sequence keeps, so a request that starts like an earlier one (same system prompt, same history) evaluates only what is new. Each holds the model's recurrent state (19 MiB for 0.8B/2B, ~50 MiB for 4B/9B) and counts in the memory plan; 0 turns reuse off (docs/PROMPT-REUSE.md).", format: "nat", default: 3},
         maxQueue: {doc: "Accepted requests waiting for a slot; more are refused with queue_full.", format: "nat", default: 32},
         maxTokensCap: {doc: "Largest maxTokens a request may ask for.", format: "nat", default: 2048},
         defaultMaxTokens: {doc: "maxTokens when a request gives none.", format: "nat", default: 256},

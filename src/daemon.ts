@@ -92,6 +92,7 @@ export class Daemon {
         this.engine = new Engine({log, options: {
             threads: this.deps.threads, contextSize: c.inference.contextSize,
             batchSize: c.inference.batchSize, parallel: c.inference.parallel, systemPrompt: c.inference.systemPrompt, mmap: c.model.mmap,
+            promptCheckpoints: c.inference.promptCheckpoints,
             sampling: {temperature: c.inference.temperature, topP: c.inference.topP, topK: c.inference.topK, presencePenalty: c.inference.presencePenalty}
         }});
         this.scheduler = new Scheduler<Job>({

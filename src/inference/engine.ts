@@ -1,16 +1,19 @@
 /**
  * The inference engine: node-llama-cpp with one model, one context and a pool of `parallel`
- * sequences. Each generation takes a sequence from the pool, runs a fresh chat on it with Qwen3.5's
- * chat wrapper (thinking decided per request), and returns the sequence clean.
+ * sequences (sequence-pool.ts). Each generation takes the sequence that already holds the longest
+ * part of its prompt, brings it to the prompt's stable head (checkpointed, for prefix reuse), and runs
+ * the chat on it with Qwen3.5's chat wrapper (thinking decided per request). The sequence keeps its
+ * tokens for the next request; a request only ever reuses tokens identical to its own prompt's.
  */
 import {
     getLlama, LlamaChatSession, LlamaLogLevel, QwenChatWrapper,
-    type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel
+    type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel, type Token
 } from "node-llama-cpp";
 import {ModelUnavailableError, RequestError} from "../errors.js";
 import {collectGarbage} from "../system/gc.js";
 import {withTimeout} from "../util/timeout.js";
 import {thoughtBudget, type GenerationOptions} from "./generation.js";
+import {SequencePool, type PoolStats} from "./sequence-pool.js";
 import type {Logger} from "../log.js";
 
 /**
@@ -43,6 +46,8 @@ export interface EngineOptions {
     sampling: SamplingDefaults;
     /** map the model file (default false: read into memory, so repacked weights are not held twice; docs/MEMORY.md) */
     mmap?: boolean;
+    /** prompt-reuse checkpoints per sequence (inference.promptCheckpoints); 0: every request starts from a cleared sequence */
+    promptCheckpoints?: number;
 }
 
 export interface EngineDeps {
@@ -73,6 +78,8 @@ export interface GenerateResult {
     completionTokens: number;
     /** of completionTokens, those inside the thought segment */
     thinkingTokens: number;
+    /** prompt tokens taken from what the sequence held instead of evaluated again */
+    cachedPromptTokens: number;
     /** from start of generation (prompt evaluation included) to the first generated token, thought or answer */
     ttftMs: number | null;
     totalMs: number;
@@ -84,6 +91,8 @@ export interface EngineStats {
     threads: number;
     parallel: number;
     busySequences: number;
+    /** prompt reuse: requests that reused tokens, requests that did not, tokens reused, checkpoint memory now */
+    promptCache: PoolStats;
 }
 
 export class Engine {
@@ -91,12 +100,16 @@ export class Engine {
     private llama: Llama | null = null;
     private model: LlamaModel | null = null;
     private context: LlamaContext | null = null;
-    private freeSequences: LlamaContextSequence[] = [];
+    private pool: SequencePool | null = null;
     private modelPath = "";
+    // keepOnlyLastThought false: earlier turns render with the (empty) thought block they were evaluated
+    // with, so a conversation's history re-renders to the very tokens a sequence holds (prefix reuse)
     private readonly wrappers = {
-        off: new QwenChatWrapper({variation: "3.5", thoughts: "discourage"}),
-        on: new QwenChatWrapper({variation: "3.5", thoughts: "auto"})
+        off: new QwenChatWrapper({variation: "3.5", thoughts: "discourage", keepOnlyLastThought: false}),
+        on: new QwenChatWrapper({variation: "3.5", thoughts: "auto", keepOnlyLastThought: false})
     };
+    /** the `<|im_start|>` token: a chat turn's first */
+    private turnStart: Token | null = null;
     private readonly grammars = new Map<string, LlamaJsonSchemaGrammar<never>>();
 
     public constructor(deps: EngineDeps) {
@@ -152,14 +165,15 @@ export class Engine {
         }
         this.model = model;
         this.modelPath = modelPath;
-        for (let i = 0; i < options.parallel; i++) this.freeSequences.push(this.context.getSequence());
+        this.turnStart = model.tokenize("<|im_start|>", true)[0] ?? null;
+        this.pool = new SequencePool(this.context, options.parallel, options.promptCheckpoints ?? 0);
         // node-llama-cpp read the header's 248k-token vocabulary in JS: drop that garbage before serving
         collectGarbage();
         const libuvPool = libuvPoolSize();
         log.info("model loaded", {
             modelPath, ms: Date.now() - started, contextSize: this.context.contextSize,
             threads: options.threads, parallel: options.parallel, batchSize: options.batchSize, binary: this.llama.buildType,
-            modelBytes: model.size, mmap: options.mmap === true, libuvPool
+            modelBytes: model.size, mmap: options.mmap === true, promptCheckpoints: options.promptCheckpoints ?? 0, libuvPool
         });
         if (libuvPool > 1 && options.threads > 1) {
             log.warn("libuv's thread pool has more than one thread: decodes hop between them and generation with more than one "
@@ -173,7 +187,7 @@ export class Engine {
         const model = this.model;
         this.model = null;
         this.context = null;
-        this.freeSequences = [];
+        this.pool = null;
         this.grammars.clear();
         if (model) await model.dispose();
     }
@@ -197,36 +211,50 @@ export class Engine {
     public stats(): EngineStats {
         const o = this.deps.options;
         return {modelPath: this.modelPath, contextSize: this.contextSize, threads: o.threads, parallel: o.parallel,
-            busySequences: o.parallel - this.freeSequences.length};
+            busySequences: this.pool?.busy ?? 0, promptCache: this.pool?.stats() ?? {hits: 0, misses: 0, reusedTokens: 0, checkpointBytes: 0}};
     }
 
     /** Runs one request on a free sequence. The scheduler never asks for more than `parallel` at once. */
     public async generate(params: GenerateParams): Promise<GenerateResult> {
         const model = this.model;
-        const sequence = this.freeSequences.pop();
-        if (!model || !this.llama || !sequence) throw new RequestError("model_unavailable", "the model is not loaded");
+        const pool = this.pool;
+        if (!model || !this.llama || !pool) throw new RequestError("model_unavailable", "the model is not loaded");
         const started = Date.now();
+        const p = params.options;
+        const budget = thoughtBudget(p.thinking, p.maxTokens);
+        const chat = toChatHistory(p, this.deps.options.systemPrompt);
+        const wrapper = budget === false ? this.wrappers.off : this.wrappers.on;
+        const prompt = this.renderPrompt(model, wrapper, chat.history, chat.last);
+        const sequence = pool.acquire(prompt);
+        if (!sequence) throw new RequestError("model_unavailable", "no free sequence (more generations than inference.parallel)");
+        let failed = true;
         try {
-            return await this.runChat(model, sequence, params, started);
+            const result = await this.runChat(model, sequence, params, {...chat, wrapper, budget, prompt}, started);
+            pool.record(result.cachedPromptTokens);
+            failed = false;
+            return result;
         } finally {
-            // A fresh history per request: the next job must not see this one's tokens.
-            await sequence.clearHistory().catch(() => undefined);
-            this.freeSequences.push(sequence);
+            // after an error the sequence's state is not trusted: the next request starts it afresh
+            await pool.release(sequence, failed);
         }
     }
 
-    private async runChat(model: LlamaModel, sequence: LlamaContextSequence, params: GenerateParams, started: number): Promise<GenerateResult> {
+    private async runChat(model: LlamaModel, sequence: LlamaContextSequence, params: GenerateParams,
+        chat: ReturnType<typeof toChatHistory> & {wrapper: QwenChatWrapper; budget: false | number; prompt: Token[]}, started: number): Promise<GenerateResult> {
         const p = params.options;
-        const budget = thoughtBudget(p.thinking, p.maxTokens);
-        const {history, last, system} = toChatHistory(p, this.deps.options.systemPrompt);
-        const wrapper = budget === false ? this.wrappers.off : this.wrappers.on;
-        const promptTokens = this.countPromptTokens(model, wrapper, history, last);
+        const {history, last, system, wrapper, budget, prompt} = chat;
+        const promptTokens = prompt.length;
         if (promptTokens + p.maxTokens > this.contextSize) {
             throw new RequestError("exceed_context_size",
                 `prompt (${promptTokens} tokens) + maxTokens (${p.maxTokens}) exceeds the context size (${this.contextSize} tokens)`,
                 {promptTokens, maxTokens: p.maxTokens, contextSize: this.contextSize});
         }
         const grammar = p.jsonSchema ? await this.grammarFor(p.jsonSchema) : undefined;
+        // Every prompt token the sequence evaluates for this request, the head's included, is an input token but
+        // the last one (its logits give the first answer token): what is not evaluated was reused.
+        const inputTokensBefore = sequence.tokenMeter.usedInputTokens;
+        let promptEvaluated: number | null = null;
+        await this.pool!.prepare(sequence, prompt, this.stableHead(prompt));
         const session = new LlamaChatSession({contextSequence: sequence, chatWrapper: wrapper, autoDisposeSequence: false,
             systemPrompt: system});
         session.setChatHistory(history);
@@ -239,8 +267,10 @@ export class Engine {
         const firstToken = (): void => {
             if (ttftMs !== null) return;
             ttftMs = Date.now() - started;
+            promptEvaluated = sequence.tokenMeter.usedInputTokens - inputTokensBefore + 1;
             params.onFirstToken?.();
         };
+        const cached = (): number => Math.max(0, promptTokens - (promptEvaluated ?? (sequence.tokenMeter.usedInputTokens - inputTokensBefore + 1)));
         const thoughts: string[] = [];
         const d = this.deps.options.sampling;
         try {
@@ -280,12 +310,13 @@ export class Engine {
                 }
             }
             return {text: result.responseText, thinking: thoughts.length > 0 ? thoughts.join("") : null, json,
-                finishReason, promptTokens, completionTokens: generated(), thinkingTokens, ttftMs, totalMs: Date.now() - started};
+                finishReason, promptTokens, completionTokens: generated(), thinkingTokens, cachedPromptTokens: cached(), ttftMs,
+                totalMs: Date.now() - started};
         } catch (err) {
             // Aborted before the first token: node-llama-cpp throws the signal's reason.
             if (params.signal.aborted) {
                 return {text: "", thinking: null, json: undefined, finishReason: "aborted", promptTokens, completionTokens: generated(),
-                    thinkingTokens, ttftMs, totalMs: Date.now() - started};
+                    thinkingTokens, cachedPromptTokens: cached(), ttftMs, totalMs: Date.now() - started};
             }
             throw err;
         } finally {
@@ -293,9 +324,23 @@ export class Engine {
         }
     }
 
-    private countPromptTokens(model: LlamaModel, wrapper: QwenChatWrapper, history: ChatHistoryItem[], last: string): number {
+    /** The whole prompt as the chat wrapper renders it, tokenized (~2 ms for 1,000 tokens). */
+    private renderPrompt(model: LlamaModel, wrapper: QwenChatWrapper, history: ChatHistoryItem[], last: string): Token[] {
         const {contextText} = wrapper.generateContextState({chatHistory: [...history, {type: "user", text: last}, {type: "model", response: []}]});
-        return contextText.tokenize(model.tokenizer).length;
+        return contextText.tokenize(model.tokenizer);
+    }
+
+    /**
+     * Where the prompt's stable head ends: the start of its last user turn (the turn before the assistant's
+     * own), so the system prompt and earlier turns are the head a later request can share.
+     */
+    private stableHead(prompt: readonly Token[]): number {
+        if (this.turnStart === null) return 0;
+        let turns = 0;
+        for (let i = prompt.length - 1; i >= 0; i--) {
+            if (prompt[i] === this.turnStart && ++turns === 2) return i;
+        }
+        return 0;
     }
 
     private async grammarFor(schema: object): Promise<LlamaJsonSchemaGrammar<never>> {

@@ -171,16 +171,18 @@ export class RequestPipeline {
             id: r.id, text: result.text, finishReason,
             ...(result.thinking !== null ? {thinking: result.thinking} : {}),
             ...(result.json !== undefined ? {json: result.json} : {}),
-            usage: {promptTokens: result.promptTokens, completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens},
+            usage: {promptTokens: result.promptTokens, completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens,
+                cachedPromptTokens: result.cachedPromptTokens},
             timing: {queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: queuedMs + result.totalMs,
                 tokensPerSecond: genSeconds > 0 && result.completionTokens > 1 ? (result.completionTokens - 1) / genSeconds : 0},
             model: this.model.name, device: this.deps.layout.device
         });
         log.info("request done", {id: r.id, ...routeField(r.reply), finishReason, promptTokens: result.promptTokens,
-            completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens, queueMs: queuedMs, ttftMs: result.ttftMs,
+            completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens, cachedPromptTokens: result.cachedPromptTokens,
+            queueMs: queuedMs, ttftMs: result.ttftMs,
             totalMs: result.totalMs, textBytes: Buffer.byteLength(result.text)});
         events.emit("generationDone", {id: r.id, promptTokens: result.promptTokens, completionTokens: result.completionTokens,
-            thinkingTokens: result.thinkingTokens, cachedPromptTokens: 0, ttftMs: result.ttftMs, totalMs: result.totalMs});
+            thinkingTokens: result.thinkingTokens, cachedPromptTokens: result.cachedPromptTokens, ttftMs: result.ttftMs, totalMs: result.totalMs});
         // A "text" route publishes the answer alone, or nothing when there is none (see textAnswer).
         const text = r.reply.format === "text" ? textAnswer(reply) : undefined;
         router.note(r.reply, text === null ? "failed" : "answered", {id: r.id, code: text === null ? `no_answer_${finishReason}` : finishReason});

@@ -200,6 +200,8 @@ export interface ContextShape {
     batchSize: number;
     /** Parallel sequences in the one context. */
     sequences: number;
+    /** prompt-reuse checkpoints kept per sequence (inference.promptCheckpoints); default 0 */
+    checkpoints?: number;
 }
 
 /**
@@ -210,16 +212,46 @@ export interface ContextShape {
  * variants (within a few percent) and against measured RSS (docs/MEMORY.md).
  */
 export function estimateContextBytes(a: Qwen35Architecture, shape: ContextShape): number {
-    const {attention, recurrent} = layerCounts(a);
+    const {attention} = layerCounts(a);
     const paddedContext = Math.ceil(shape.contextSize / 256) * 256;
     const kvPerToken = attention * 2 * a.headCountKv * a.headDim * 2;
     const kv = kvPerToken * paddedContext * shape.sequences;
-    const convChannels = 2 * a.ssmStateSize * a.ssmGroupCount + a.ssmStateSize * a.ssmTimeStepRank;
-    const statePerSequence = recurrent * 4 * ((a.ssmConvKernel - 1) * convChannels + a.ssmTimeStepRank * a.ssmStateSize * a.ssmStateSize);
+    const statePerSequence = recurrentStateBytes(a);
     const computeRows = Math.max(shape.batchSize, shape.sequences);
     const compute = a.vocabSize * computeRows * 4 + computeRows * a.embeddingLength * 12;
     const outputs = a.vocabSize * 4 * shape.sequences;
-    return kv + statePerSequence * shape.sequences + compute + outputs - unusedLogitsBytes(a.vocabSize, shape) + activationBytes(shape);
+    return kv + statePerSequence * shape.sequences + compute + outputs - unusedLogitsBytes(a.vocabSize, shape) + activationBytes(shape)
+        + checkpointBytes(a, shape);
+}
+
+/** What the recurrent state depends on (GGUF `qwen35.*` keys). */
+export type RecurrentShape = Pick<Qwen35Architecture, "layers" | "fullAttentionInterval" | "ssmConvKernel" | "ssmStateSize" | "ssmGroupCount" | "ssmTimeStepRank">;
+
+/**
+ * One sequence's recurrent state, F32: per Gated DeltaNet layer the convolution window and the delta-rule
+ * matrix (19.3 MiB for 0.8B and 2B, as llama.cpp's "RS buffer" reports). A prompt checkpoint is one of these.
+ */
+export function recurrentStateBytes(a: RecurrentShape): number {
+    const recurrent = a.layers - Math.floor(a.layers / a.fullAttentionInterval);
+    const convChannels = 2 * a.ssmStateSize * a.ssmGroupCount + a.ssmStateSize * a.ssmTimeStepRank;
+    return recurrent * 4 * ((a.ssmConvKernel - 1) * convChannels + a.ssmTimeStepRank * a.ssmStateSize * a.ssmStateSize);
+}
+
+/** The recurrent layers' dimensions from a qwen35 header (zero-sized for any other architecture). */
+export function recurrentShapeOf(info: {metadata: unknown}): RecurrentShape {
+    const q = (info.metadata as {qwen35?: {block_count?: number; full_attention_interval?: number;
+        ssm?: {conv_kernel?: number; state_size?: number; group_count?: number; time_step_rank?: number}}}).qwen35;
+    return {layers: q?.block_count ?? 0, fullAttentionInterval: q?.full_attention_interval ?? 1, ssmConvKernel: q?.ssm?.conv_kernel ?? 1,
+        ssmStateSize: q?.ssm?.state_size ?? 0, ssmGroupCount: q?.ssm?.group_count ?? 0, ssmTimeStepRank: q?.ssm?.time_step_rank ?? 0};
+}
+
+/**
+ * Prompt-reuse checkpoints, each one recurrent state: per sequence at most inference.promptCheckpoints
+ * unnamed ones plus node-llama-cpp's two named ones (chat start, grammar end) (src/inference/sequence-pool.ts).
+ */
+export function checkpointBytes(a: RecurrentShape, shape: Pick<ContextShape, "sequences" | "checkpoints">): number {
+    const perSequence = (shape.checkpoints ?? 0) > 0 ? (shape.checkpoints ?? 0) + 2 : 0;
+    return shape.sequences * perSequence * recurrentStateBytes(a);
 }
 
 /**

@@ -8,7 +8,8 @@ import {stat} from "node:fs/promises";
 import {GgufInsights, LlamaLogLevel, getLlama, readGgufFileInfo, type GgufFileInfo, type Llama} from "node-llama-cpp";
 import {simdFromCpuinfo} from "../system/probe.js";
 import {
-    MODEL_VARIANTS, TOKENIZER_BYTES_PER_TOKEN, activationBytes, catalogRequirement, modelUri, runtimeOverheadBytes, unusedLogitsBytes,
+    MODEL_VARIANTS, TOKENIZER_BYTES_PER_TOKEN, activationBytes, catalogRequirement, checkpointBytes, modelUri, runtimeOverheadBytes, unusedLogitsBytes,
+    recurrentShapeOf,
     type CandidateRequirement, type ContextShape, type ModelLocation, type ModelVariant, type Quantization
 } from "./catalog.js";
 import {checkGgufHeader, ggmlTensorBytes} from "./gguf-check.js";
@@ -126,7 +127,8 @@ export async function estimateGgufRequirement(pathOrUri: string, options: Contex
     return {
         weightsBytes: Math.max(model.cpuRam, insights.modelSize) + repack.extraBytes,
         tokenizerBytes: vocabularySize * TOKENIZER_BYTES_PER_TOKEN,
-        contextBytes: Math.max(0, context.cpuRam - unusedLogitsBytes(vocabularySize, options)) + activationBytes(options),
+        contextBytes: Math.max(0, context.cpuRam - unusedLogitsBytes(vocabularySize, options)) + activationBytes(options)
+            + (options.checkpoints ? checkpointBytes(recurrentShapeOf(info), options) : 0),
         vocabularySize,
         modelSizeBytes: insights.modelSize,
         architecture: info.metadata.general?.architecture

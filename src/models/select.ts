@@ -23,7 +23,7 @@ export interface PlanOutcome {
 /** What planning reads from the configuration. */
 export interface PlanConfig {
     model: Pick<ModelConfig, "dir" | "variant" | "quants" | "repository" | "download" | "reserveBytes" | "hfEndpoint" | "mmap">;
-    inference: Pick<InferenceConfig, "contextSize" | "batchSize" | "parallel">;
+    inference: Pick<InferenceConfig, "contextSize" | "batchSize" | "parallel" | "promptCheckpoints">;
 }
 
 /** What provisioning a candidate reads from the configuration. */
@@ -55,6 +55,7 @@ export async function planForDevice(config: PlanConfig, options: PlanOptions = {
     }));
     const candidates = await estimateCandidates(targets, {
         contextSize: config.inference.contextSize, batchSize: config.inference.batchSize, sequences: config.inference.parallel,
+        checkpoints: config.inference.promptCheckpoints,
         remote: config.model.download, flashAttention: false, mmap: config.model.mmap,
         cpu: {arch: facts.board.arch, features: facts.board.simd},
         ...(options.llama ? {llama: options.llama} : {}), ...(options.signal ? {signal: options.signal} : {})

@@ -230,8 +230,11 @@ export interface OkReplyInput {
     /** The parsed answer, when the request had a jsonSchema (may be null if the schema allows it). */
     json?: unknown;
     finishReason: FinishReason;
-    /** completionTokens: every generated token (thoughts, answer, end token); thinkingTokens: those in the thoughts */
-    usage: {promptTokens: number; completionTokens: number; thinkingTokens: number};
+    /**
+     * completionTokens: every generated token (thoughts, answer, end token); thinkingTokens: those in the thoughts;
+     * cachedPromptTokens: prompt tokens reused from an earlier request's evaluation instead of evaluated again
+     */
+    usage: {promptTokens: number; completionTokens: number; thinkingTokens: number; cachedPromptTokens: number};
     /** ttftMs is null when no token was produced (e.g. cancelled in the prompt phase). */
     timing: {queueMs: number; ttftMs: number | null; totalMs: number; tokensPerSecond: number};
     model: string;
@@ -253,7 +256,8 @@ export function okReply(result: OkReplyInput): OkReply {
         ...(result.thinking !== undefined ? {thinking: result.thinking} : {}),
         ...(result.json !== undefined ? {json: result.json} : {}),
         finishReason: result.finishReason,
-        usage: {promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, thinkingTokens: result.usage.thinkingTokens},
+        usage: {promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, thinkingTokens: result.usage.thinkingTokens,
+            cachedPromptTokens: result.usage.cachedPromptTokens},
         timing: {
             queueMs: Math.round(timing.queueMs),
             ttftMs: timing.ttftMs === null ? null : Math.round(timing.ttftMs),

@@ -73,6 +73,8 @@ export interface HealthMessage {
         queued: number;
         running: number;
         paused: boolean;
+        /** prompt reuse (docs/PROMPT-REUSE.md): requests that reused evaluated tokens, that did not, tokens reused, checkpoint memory */
+        promptCache: {hits: number; misses: number; reusedTokens: number; checkpointBytes: number};
     };
     mqtt: {connected: boolean; reconnects: number; lastConnectAt: string | null};
     /**

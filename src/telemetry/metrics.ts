@@ -91,6 +91,13 @@ export function renderMetrics(m: MetricsInput): string {
         [{labels: {device: m.device, version: m.version, node_llama_cpp: m.nodeLlamaCppVersion, model: m.model}, value: 1}]);
     e.family(`${P}mqtt_connected`, "gauge", "1 while connected to the broker.", m.mqtt.connected ? 1 : 0);
     e.family(`${P}mqtt_reconnects_total`, "counter", "Reconnections to the broker since start.", m.mqtt.reconnects);
+    const cache = m.health?.inference.promptCache;
+    if (cache) {
+        e.family(`${P}prompt_cache_hits_total`, "counter", "Requests that reused evaluated prompt tokens (docs/PROMPT-REUSE.md).", cache.hits);
+        e.family(`${P}prompt_cache_misses_total`, "counter", "Requests that evaluated their whole prompt.", cache.misses);
+        e.family(`${P}prompt_tokens_cached_total`, "counter", "Prompt tokens reused instead of evaluated again.", cache.reusedTokens);
+        e.family(`${P}prompt_cache_checkpoint_bytes`, "gauge", "Memory held by prompt-reuse checkpoints.", cache.checkpointBytes);
+    }
     e.family(`${P}jobs_pending`, "gauge", "Accepted requests in the job journal, not answered yet.", m.jobs.pending);
     e.family(`${P}replies_dropped_total`, "counter", "Final replies the broker would not take, given up after retries.", m.jobs.repliesDropped);
     routeFamilies(e, m.routes);

@@ -38,7 +38,7 @@ export function assertHealthShape(message: unknown): HealthMessage {
         ["inference.tokensPerSecond.last", "number|null"], ["inference.tokensPerSecond.average", "number|null"],
         ["inference.tokensPerSecond.recent", "number|null"], ["inference.tokensPerSecond.windowSeconds", "number"],
         ["inference.ttftMs.p50", "number|null"], ["inference.ttftMs.p95", "number|null"], ["inference.ttftMs.samples", "number"],
-        ["inference.ttftMs.count", "number"],
+        ["inference.ttftMs.count", "number"], ["inference.promptCache.hits", "number"], ["inference.promptCache.reusedTokens", "number"],
         ["mqtt.connected", "boolean"], ["mqtt.reconnects", "number"], ["mqtt.lastConnectAt", "string|null"],
         ["jobs.pending", "number"], ["jobs.damagedAtStart", "number"], ["jobs.repliesDropped", "number"], ["collectMs", "number"]
     ];

@@ -56,7 +56,7 @@ function config(model: Partial<BringUpConfig["model"]>): BringUpConfig {
     return {
         model: {path: "", dir: "", variant: "auto", quants: ["Q4_K_M"], repository: "unsloth/Qwen3.5-{size}-GGUF", download: false,
             reserveBytes: 0, hfToken: "", hfEndpoint: "", mmap: false, ...model},
-        inference: {contextSize: 1024, batchSize: 128, parallel: 1}
+        inference: {contextSize: 1024, batchSize: 128, parallel: 1, promptCheckpoints: 0}
     };
 }
 

@@ -165,7 +165,8 @@ void describe("telemetry part over an in-memory link", () => {
             limits: {maxPayloadBytes: 65536, maxTokensCap: 2048, defaultMaxTokens: 256, maxTimeoutMs: 600000, defaultTimeoutMs: 120000, maxStopSequences: 8, maxIdLength: 128},
             parts: {
                 scheduler: {stats: () => ({queued: 2, running: 1, completed: 0, expired: 0, rejected: 0, avgJobMs: null, paused: paused.at(-1) ?? false})},
-                engine: {stats: () => ({modelPath: join(dir, "tiny.gguf"), contextSize: 4096, threads: 1, parallel: 1, busySequences: 1})},
+                engine: {stats: () => ({modelPath: join(dir, "tiny.gguf"), contextSize: 4096, threads: 1, parallel: 1, busySequences: 1,
+                    promptCache: {hits: 0, misses: 0, reusedTokens: 0, checkpointBytes: 0}})},
                 jobs: {stats: () => ({pending: 0, damagedAtStart: 0})}
             },
             setPaused: (p) => paused.push(p), root: PI_HOT

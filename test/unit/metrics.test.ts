@@ -26,7 +26,7 @@ function sampleHealth(): HealthMessage {
         disk: {path: "/var/cache/qwen \"edge\"\\models\nx", freeBytes: 20e9, totalBytes: 31e9},
         inference: {model: "Qwen3.5-2B-Q4_K_M", modelState: "ready", queued: 3, running: 1, paused: true, completed: 2, failed: 1, rejected: 1,
             errors: {queue_full: 1, timeout: 1}, promptTokens: 30, tokensGenerated: 70, tokensPerSecond: {last: 6.12, average: 5.9, recent: 6.05, windowSeconds: 60},
-            ttftMs: {p50: 420, p95: 900, samples: 2, count: 2}},
+            ttftMs: {p50: 420, p95: 900, samples: 2, count: 2}, promptCache: {hits: 3, misses: 1, reusedTokens: 3100, checkpointBytes: 60_620_800}},
         mqtt: {connected: true, reconnects: 2, lastConnectAt: new Date().toISOString()},
         jobs: {pending: 4, damagedAtStart: 0, repliesDropped: 1},
         routes: {},

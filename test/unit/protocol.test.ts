@@ -341,7 +341,7 @@ void describe("parseCancel", () => {
 void describe("reply shapes", () => {
     const base = {
         id: "job-1", text: "Hello", finishReason: "stop" as const,
-        usage: {promptTokens: 12, completionTokens: 40, thinkingTokens: 9},
+        usage: {promptTokens: 12, completionTokens: 40, thinkingTokens: 9, cachedPromptTokens: 5},
         timing: {queueMs: 1.4, ttftMs: 80.2, totalMs: 900.6, tokensPerSecond: 48.2345},
         model: "Qwen3.5-2B-Q4_K_M", device: "pi-kitchen"
     };
@@ -351,7 +351,7 @@ void describe("reply shapes", () => {
         assert.deepEqual(Object.keys(reply), ["id", "status", "text", "thinking", "json", "finishReason", "usage", "timing", "model", "device"]);
         assert.deepEqual(JSON.parse(JSON.stringify(reply)), {
             id: "job-1", status: "ok", text: "Hello", thinking: "hmm", json: {a: 1}, finishReason: "stop",
-            usage: {promptTokens: 12, completionTokens: 40, thinkingTokens: 9},
+            usage: {promptTokens: 12, completionTokens: 40, thinkingTokens: 9, cachedPromptTokens: 5},
             timing: {queueMs: 1, ttftMs: 80, totalMs: 901, tokensPerSecond: 48.2},
             model: "Qwen3.5-2B-Q4_K_M", device: "pi-kitchen"
         });

@@ -372,7 +372,7 @@ void describe("the router", () => {
 
 void describe("route replies", () => {
     const reply = (text: string, finishReason: "stop" | "length" | "timeout" | "cancelled") => okReply({id: "x", text, finishReason,
-        usage: {promptTokens: 1, completionTokens: 1, thinkingTokens: 0}, timing: {queueMs: 0, ttftMs: 1, totalMs: 1, tokensPerSecond: 1}, model: "m", device: "d"});
+        usage: {promptTokens: 1, completionTokens: 1, thinkingTokens: 0, cachedPromptTokens: 0}, timing: {queueMs: 0, ttftMs: 1, totalMs: 1, tokensPerSecond: 1}, model: "m", device: "d"});
     void it("publishes the text of a finished or length-capped answer, nothing for empty, timed-out or cancelled ones", () => {
         assert.equal(textAnswer(reply("It is warm.", "stop")), "It is warm.");
         assert.equal(textAnswer(reply("It is wa", "length")), "It is wa");
