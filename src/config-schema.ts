@@ -29,6 +29,7 @@ export interface QwenEdgeConfigShape {
         maxPayloadBytes: number; systemPrompt: string; temperature: number; topP: number; topK: number;
         presencePenalty: number; streamIntervalMs: number; promptCheckpoints: number;
     };
+    conversations: {maxCount: number; idleMinutes: number; maxTotalTokens: number};
     state: {dir: string};
     shutdown: {drainMs: number};
     log: {level: LogLevel; format: LogFormat};
@@ -73,6 +74,8 @@ export interface RouteConfig {
     maxPerMinute?: number;
     prompt: string;
     system?: string;
+    /** a template naming the conversation each message continues, e.g. "{{topic.1}}" (docs/ROUTES.md) */
+    conversation?: string;
     maxTokens?: number;
     timeoutMs?: number;
     jsonSchema?: Record<string, unknown>;
@@ -156,8 +159,13 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         presencePenalty: {doc: "Presence penalty (Qwen's card recommends 1.5; 0 disables).", format: Number, default: 1.5},
         streamIntervalMs: {doc: "Streamed chunks are coalesced over this many milliseconds.", format: "nat", default: 50}
     },
+    conversations: {
+        maxCount: {doc: "Conversations kept (a request's `conversation`; per reply topic); past this the least recently used is forgotten. 0: conversations are refused.", format: "nat", default: 64},
+        idleMinutes: {doc: "A conversation unused this long is forgotten.", format: "nat", default: 1440},
+        maxTotalTokens: {doc: "History tokens all conversations hold together; past this the least recently used are forgotten (kept as text in the state directory, ~4 bytes a token).", format: "nat", default: 262144}
+    },
     state: {
-        dir: {doc: "Where the job journal lives. Empty: $STATE_DIRECTORY under systemd, else ~/.local/state/qwen-edge.", format: String, default: ""}
+        dir: {doc: "Where the job journal and conversations live. Empty: $STATE_DIRECTORY under systemd, else ~/.local/state/qwen-edge.", format: String, default: ""}
     },
     shutdown: {
         drainMs: {doc: "On SIGTERM, how long running generations may finish before they are stopped and kept for the next start.", format: "nat", default: 10000}

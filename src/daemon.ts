@@ -13,6 +13,7 @@ import {EventBus, type ModelStateChange} from "./events.js";
 import {Engine} from "./inference/engine.js";
 import {Scheduler} from "./inference/scheduler.js";
 import {RequestPipeline, type Job} from "./jobs/pipeline.js";
+import {ConversationStore} from "./jobs/conversations.js";
 import {JobStore} from "./jobs/store.js";
 import type {Logger} from "./log.js";
 import {bringUpModel} from "./models/bring-up.js";
@@ -49,6 +50,7 @@ export class Daemon {
     private readonly events: EventBus;
     private layout!: TopicLayout;
     private store!: JobStore;
+    private conversations!: ConversationStore;
     private link!: MqttLink;
     private engine!: Engine;
     private scheduler!: Scheduler<Job>;
@@ -89,6 +91,8 @@ export class Daemon {
         this.router = new Router({log, routes, device: c.device.id, limits, events, replyPolicy: policy,
             maximumPacketSize: () => this.link.brokerMaximumPacketSize()});
         this.store = new JobStore({log, dir: c.state.dir, dedupeWindowMs: DEDUPE_WINDOW_MS});
+        this.conversations = new ConversationStore({log, dir: c.state.dir, limits: {maxCount: c.conversations.maxCount,
+            idleMs: c.conversations.idleMinutes * 60_000, maxTotalTokens: c.conversations.maxTotalTokens}});
         this.engine = new Engine({log, options: {
             threads: this.deps.threads, contextSize: c.inference.contextSize,
             batchSize: c.inference.batchSize, parallel: c.inference.parallel, systemPrompt: c.inference.systemPrompt, mmap: c.model.mmap,
@@ -127,11 +131,11 @@ export class Daemon {
                 onProblem: (reason) => void this.status.setCondition("fleet", reason)});
         }
         this.pipeline = new RequestPipeline({log, layout: this.layout, limits, policy, link: this.link, store: this.store, scheduler: this.scheduler,
-            engine: this.engine, router: this.router, events, streamIntervalMs: c.inference.streamIntervalMs, dedupeWindowMs: DEDUPE_WINDOW_MS});
+            engine: this.engine, router: this.router, events, conversations: this.conversations, streamIntervalMs: c.inference.streamIntervalMs, dedupeWindowMs: DEDUPE_WINDOW_MS});
         this.status = new StatusReporter({log, topic: this.layout.status, link: this.link,
             onChange: (status) => this.deps.onStatus?.(status), identity: {instance: this.instance, host: hostname()}});
         this.telemetry = new Telemetry({log, config: c, layout: this.layout, link: this.link, status: this.status, events,
-            parts: {scheduler: this.scheduler, engine: this.engine, jobs: this.store}, threads: this.deps.threads, limits,
+            parts: {scheduler: this.scheduler, engine: this.engine, jobs: this.store, conversations: this.conversations}, threads: this.deps.threads, limits,
             setPaused: (hot) => {
                 this.hot = hot;
                 this.updatePause();
@@ -144,6 +148,11 @@ export class Daemon {
         });
         this.guardTimer = setInterval(() => this.guard.tick(), 60_000).unref();
         await this.store.start();
+        try {
+            this.conversations.open();
+        } catch (err) {
+            log.error("conversations could not be read; starting without them", describeError(err));
+        }
         if (this.store.stats().unavailable !== null) events.emit("storage", {reason: this.store.stats().unavailable});
         this.pipeline.start();
         // The journal's jobs are queued in the same tick the link starts: no live message can be taken

@@ -6,8 +6,8 @@
  * tokens for the next request; a request only ever reuses tokens identical to its own prompt's.
  */
 import {
-    getLlama, LlamaChatSession, LlamaLogLevel, QwenChatWrapper,
-    type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel, type Token
+    getLlama, LlamaChatSession, LlamaLogLevel, LlamaText, QwenChatWrapper, SpecialTokensText,
+    type ChatHistoryItem, type ChatModelSegment, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel, type Token
 } from "node-llama-cpp";
 import {ModelUnavailableError, RequestError} from "../errors.js";
 import {collectGarbage} from "../system/gc.js";
@@ -102,8 +102,8 @@ export class Engine {
     private context: LlamaContext | null = null;
     private pool: SequencePool | null = null;
     private modelPath = "";
-    // keepOnlyLastThought false: earlier turns render with the (empty) thought block they were evaluated
-    // with, so a conversation's history re-renders to the very tokens a sequence holds (prefix reuse)
+    // keepOnlyLastThought false: earlier turns keep the thought block they were evaluated with
+    // (thoughtAsEvaluated), so a conversation's history re-renders to the very tokens a sequence holds
     private readonly wrappers = {
         off: new QwenChatWrapper({variation: "3.5", thoughts: "discourage", keepOnlyLastThought: false}),
         on: new QwenChatWrapper({variation: "3.5", thoughts: "auto", keepOnlyLastThought: false})
@@ -369,9 +369,23 @@ export function toChatHistory(p: Pick<GenerationOptions, "prompt" | "messages" |
     const lastTurn = rest[rest.length - 1];
     for (const t of rest.slice(0, -1)) {
         if (t.role === "user") history.push({type: "user", text: t.content});
-        else history.push({type: "model", response: [t.content]});
+        else history.push({type: "model", response: [thoughtAsEvaluated(t.thinking ?? ""), t.content]});
     }
     return {history, last: lastTurn?.content ?? "", system};
+}
+
+/**
+ * An earlier assistant turn's thought block, rendered as the model's turn was evaluated when it was
+ * generated: `<think>\n\n</think>\n\n` when it did not think (what QwenChatWrapper puts before an answer
+ * with thinking off), else the thought between the same markers. Qwen's own template drops earlier turns'
+ * thoughts; rendering them as evaluated keeps a conversation's history (and a client's resent `messages`)
+ * token-identical to what a sequence holds, so the next turn evaluates only what is new (docs/PROMPT-REUSE.md).
+ */
+function thoughtAsEvaluated(thinking: string): ChatModelSegment {
+    const raw = thinking === ""
+        ? LlamaText(new SpecialTokensText("<think>\n\n</think>\n\n"))
+        : LlamaText([new SpecialTokensText("<think>\n"), thinking, new SpecialTokensText("\n</think>\n\n")]);
+    return {type: "segment", segmentType: "thought", text: thinking, ended: true, raw: raw.toJSON()};
 }
 
 /**

@@ -6,6 +6,8 @@
 export interface ChatMessage {
     role: "system" | "user" | "assistant";
     content: string;
+    /** an assistant turn a conversation kept (src/jobs/conversations.ts): its thought text; never from the wire */
+    thinking?: string;
 }
 
 /** false: no thinking; true: thinking with the default budget; {budget}: at most that many thought tokens. */

@@ -13,6 +13,8 @@ export interface SchedulableJob {
     id: string;
     /** epoch ms after which the job is answered `timeout` */
     deadline: number;
+    /** jobs with the same value run one at a time, in the order queued (a conversation's turns) */
+    exclusive?: string;
 }
 
 export interface SchedulerDeps<J extends SchedulableJob> {
@@ -189,7 +191,11 @@ export class Scheduler<J extends SchedulableJob> {
 
     private pump(): void {
         while (!this.paused && this.accepting && this.running.size < this.deps.parallel && this.queue.length > 0) {
-            const entry = this.queue.shift()!;
+            // the first queued job whose exclusive group is not running (a group's jobs keep their order)
+            const busy = new Set([...this.running.values()].map((e) => e.job.exclusive).filter((x) => x !== undefined));
+            const index = this.queue.findIndex((e) => e.job.exclusive === undefined || !busy.has(e.job.exclusive));
+            if (index < 0) break;
+            const entry = this.queue.splice(index, 1)[0]!;
             entry.running = true;
             this.running.set(entry.job.id, entry);
             void this.execute(entry);

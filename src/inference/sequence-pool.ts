@@ -46,9 +46,11 @@ export class SequencePool {
     /**
      * `checkpoints`: how many evaluated-prompt checkpoints each sequence keeps (0: no reuse; every
      * request starts from a cleared sequence). node-llama-cpp keeps at most that many of its unnamed
-     * checkpoints (ours, and those it takes at the end of an evaluation) plus one of each of its named
-     * ones (chat start, grammar end): the memory plan counts `checkpoints` + 2 states per sequence. No
-     * byte limit: node-llama-cpp prunes the oldest checkpoint first under one, and that is the head's.
+     * checkpoints (ours at the head, and its own as generation starts and after it ends: three a request,
+     * hence the default 3) plus one of each of its named ones (chat start, grammar end): the memory plan
+     * counts `checkpoints` + 2 states per sequence. Checkpoints past the point where a new prompt diverges
+     * are dropped as it is evaluated. No byte limit: node-llama-cpp prunes the oldest checkpoint first
+     * under one, and that is the head's.
      */
     public constructor(context: LlamaContext, count: number, private readonly checkpoints: number) {
         for (let i = 0; i < count; i++) {

@@ -23,6 +23,7 @@ import {replyTopicProblem, type ReplyPolicy} from "../mqtt/reply-policy.js";
 import type {TopicLayout} from "../mqtt/topics.js";
 import {textAnswer, type Router} from "../routes/router.js";
 import {decodeJob, encodeJob} from "./codec.js";
+import {conversationKey, type ConversationStore} from "./conversations.js";
 import {ReplySender, type ReplyLink} from "./replies.js";
 import {jobKey, StorageError, type JobStore, type StoredJob} from "./store.js";
 
@@ -31,6 +32,14 @@ export interface Job {
     id: string;
     deadline: number;
     request: InferenceRequest;
+    /** a conversation's key: its turns run one at a time, in order */
+    exclusive?: string;
+}
+
+/** What the scheduler queues for a request: a conversation's turns are exclusive. */
+function jobFor(key: string, request: InferenceRequest): Job {
+    return {id: key, deadline: request.deadline, request,
+        ...(request.conversation !== undefined ? {exclusive: conversationKey(request.conversation, request.reply.topic)} : {})};
 }
 
 export interface PipelineDeps {
@@ -45,6 +54,7 @@ export interface PipelineDeps {
     engine: Pick<Engine, "generate">;
     router: Router;
     events: EventBus;
+    conversations: ConversationStore;
     /** streamed chunks are coalesced over this many milliseconds */
     streamIntervalMs: number;
     /** how long answered ids are remembered (the job store's window), for the duplicate_id message */
@@ -129,7 +139,7 @@ export class RequestPipeline {
                 continue;
             }
             this.deps.log.info("replaying unfinished request", {id: request.id, ageMs: Date.now() - request.receivedAt});
-            this.deps.scheduler.submit({id: stored.key, deadline: request.deadline, request}, {force: true});
+            this.deps.scheduler.submit(jobFor(stored.key, request), {force: true});
         }
     }
 
@@ -142,18 +152,24 @@ export class RequestPipeline {
     /** The scheduler's `run`: one generation, answered. Never rejects for request-level failures. */
     public async run(job: Job, signal: AbortSignal, queuedMs: number): Promise<void> {
         const r = job.request;
-        const {log, engine, events, router} = this.deps;
+        const {log, engine, events, router, conversations} = this.deps;
+        if (r.conversation !== undefined && r.prompt === undefined) return this.endConversation(job, r.conversation);
+        // A conversation's turn: the kept history before the new prompt (and the conversation's system prompt)
+        const history = r.conversation !== undefined ? conversations.history(r.conversation, r.reply.topic, job.id) : null;
+        const system = r.system ?? history?.system ?? undefined;
+        const options = history === null ? r : {...r, messages: [...history.messages, {role: "user" as const, content: r.prompt ?? ""}],
+            prompt: undefined, ...(system !== undefined ? {system} : {})};
         const stream = r.stream ? new StreamCoalescer({
             intervalMs: this.deps.streamIntervalMs,
             emit: (seq, delta, part) => this.replies.chunk(r.reply, JSON.stringify(chunkReply(r.id, seq, delta, part)))
         }) : null;
         let result: GenerateResult;
         try {
-            result = await engine.generate({id: r.id, options: r, signal,
+            result = await engine.generate({id: r.id, options, signal,
                 ...(stream ? {onTextDelta: (delta: string) => stream.push(delta), onThoughtDelta: (delta: string) => stream.push(delta, "thinking")} : {})});
         } catch (err) {
             stream?.close();
-            const error = err instanceof RequestError ? err : new RequestError("internal", "generation failed");
+            const error = err instanceof RequestError ? conversationError(err, r.conversation, history) : new RequestError("internal", "generation failed");
             if (!(err instanceof RequestError)) log.error("generation failed", {id: r.id, ...describeError(err)});
             this.replies.error(r.id, job.id, r.reply, error);
             return;
@@ -165,6 +181,12 @@ export class RequestPipeline {
             return;
         }
         const finishReason = result.finishReason === "aborted" ? (reason === "timeout" ? "timeout" : "cancelled") : result.finishReason;
+        // A turn cut off by a timeout or cancel is not kept: its answer is not one the client asked to build on.
+        const conversation = r.conversation === undefined || result.finishReason === "aborted" ? undefined
+            : r.endConversation === true ? conversations.end(r.conversation, r.reply.topic)
+                : conversations.record(r.conversation, r.reply.topic, {job: job.id, prompt: r.prompt ?? "", answer: result.text,
+                    ...(result.thinking !== null ? {thinking: result.thinking} : {}), system: r.system ?? history?.system ?? null,
+                    tokens: result.promptTokens + result.completionTokens});
         // after the first token: the rate of generation alone, prompt evaluation excluded
         const genSeconds = (result.totalMs - (result.ttftMs ?? 0)) / 1000;
         const reply = okReply({
@@ -175,18 +197,29 @@ export class RequestPipeline {
                 cachedPromptTokens: result.cachedPromptTokens},
             timing: {queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: queuedMs + result.totalMs,
                 tokensPerSecond: genSeconds > 0 && result.completionTokens > 1 ? (result.completionTokens - 1) / genSeconds : 0},
+            ...(conversation !== undefined ? {conversation} : {}),
             model: this.model.name, device: this.deps.layout.device
         });
         log.info("request done", {id: r.id, ...routeField(r.reply), finishReason, promptTokens: result.promptTokens,
             completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens, cachedPromptTokens: result.cachedPromptTokens,
             queueMs: queuedMs, ttftMs: result.ttftMs,
-            totalMs: result.totalMs, textBytes: Buffer.byteLength(result.text)});
+            totalMs: result.totalMs, textBytes: Buffer.byteLength(result.text),
+            ...(conversation !== undefined ? {conversation: conversation.id, turns: conversation.turns, ended: conversation.ended === true} : {})});
         events.emit("generationDone", {id: r.id, promptTokens: result.promptTokens, completionTokens: result.completionTokens,
             thinkingTokens: result.thinkingTokens, cachedPromptTokens: result.cachedPromptTokens, ttftMs: result.ttftMs, totalMs: result.totalMs});
         // A "text" route publishes the answer alone, or nothing when there is none (see textAnswer).
         const text = r.reply.format === "text" ? textAnswer(reply) : undefined;
         router.note(r.reply, text === null ? "failed" : "answered", {id: r.id, code: text === null ? `no_answer_${finishReason}` : finishReason});
         this.replies.final(r.id, job.id, r.reply, text === undefined ? JSON.stringify(reply) : text, true);
+    }
+
+    /** `{"conversation", "endConversation": true}` without a prompt: forgotten, in its turn. */
+    private endConversation(job: Job, name: string): void {
+        const r = job.request;
+        const info = this.deps.conversations.end(name, r.reply.topic);
+        this.deps.log.info("conversation ended", {id: r.id, conversation: name, turns: info.turns, tokens: info.tokens});
+        this.deps.router.note(r.reply, "answered", {id: r.id, code: "ended"});
+        this.replies.final(r.id, job.id, r.reply, JSON.stringify({id: r.id, status: "ok", conversation: info, device: this.deps.layout.device}), true);
     }
 
     private take(packet: IPublishPacket): void {
@@ -218,6 +251,8 @@ export class RequestPipeline {
             log.warn("request refused", {id: request.id, code: error.code, source, message: error.message});
             this.replies.error(request.id, null, request.reply, error);
         };
+        if (request.conversation !== undefined && !this.deps.conversations.enabled)
+            return refuse(new RequestError("invalid_request", "this device keeps no conversations (conversations.maxCount is 0): send the history as messages", {field: "conversation"}));
         if (this.model.state === "failed") return refuse(this.unavailable());
         if (scheduler.isFull()) return refuse(scheduler.refuse());
         try {
@@ -234,7 +269,7 @@ export class RequestPipeline {
         const stats = scheduler.stats();
         log.info("request accepted", {id: request.id, source, ...routeField(request.reply), bytes: payload.length, stream: request.stream,
             maxTokens: request.maxTokens, queued: stats.queued});
-        scheduler.submit({id: key, deadline: request.deadline, request});
+        scheduler.submit(jobFor(key, request));
     }
 
     /**
@@ -297,6 +332,19 @@ export class RequestPipeline {
     private failQueued(): void {
         for (const job of this.deps.scheduler.takeQueued()) this.replies.error(job.request.id, job.id, job.request.reply, this.unavailable());
     }
+}
+
+/**
+ * A conversation's history that no longer fits: the context error, with the history's share of the
+ * numbers and what to do. Other errors pass as they are.
+ */
+function conversationError(err: RequestError, conversation: string | undefined, history: {turns: number; tokens: number} | null): RequestError {
+    if (conversation === undefined || history === null || err.code !== "exceed_context_size") return err;
+    const d = err.details as {promptTokens?: number; maxTokens?: number; contextSize?: number};
+    return new RequestError("exceed_context_size",
+        `conversation ${conversation} no longer fits: its ${history.turns} turns and this prompt come to ${d.promptTokens} tokens, and with ` +
+        `maxTokens ${d.maxTokens} that exceeds the context size (${d.contextSize} tokens); end it ({"conversation", "endConversation": true}) ` +
+        "and start a new one, or ask with a smaller maxTokens", {...err.details, conversation, turns: history.turns, historyTokens: history.tokens});
 }
 
 /** Log field naming the route a request came from. */

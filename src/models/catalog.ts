@@ -283,7 +283,10 @@ export interface CandidateRequirement {
     weightsBytes: number;
     /** the vocabulary tables (~1 KB a token) */
     tokenizerBytes: number;
+    /** KV cache, recurrent state, the part of the compute buffer a generation touches, and prompt checkpoints */
     contextBytes: number;
+    /** of contextBytes: the most that prompt-reuse checkpoints can hold (inference.promptCheckpoints) */
+    checkpointBytes: number;
     overheadBytes: number;
     source: RequirementSource;
     /** Why the numbers came from where they did (e.g. the header read error), for the plan's reasons. */
@@ -305,6 +308,7 @@ export function catalogRequirement(variant: ModelVariant, quant: Quantization, u
     const contextBytes = estimateContextBytes(entry.architecture, shape);
     return {
         variant, quant, uri, source: "catalog", weightsBytes, tokenizerBytes, contextBytes, overheadBytes,
+        checkpointBytes: checkpointBytes(entry.architecture, shape),
         requiredBytes: weightsBytes + tokenizerBytes + contextBytes + overheadBytes,
         ...(note ? {note} : {})
     };

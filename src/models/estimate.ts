@@ -51,6 +51,8 @@ export interface HeaderEstimate {
     tokenizerBytes: number;
     /** KV cache, recurrent state, and the part of the compute buffer a generation touches */
     contextBytes: number;
+    /** of contextBytes: prompt-reuse checkpoints at most */
+    checkpointBytes: number;
     vocabularySize: number;
     /** Tensor data size stated by the header (the file minus its metadata). */
     modelSizeBytes: number;
@@ -87,7 +89,7 @@ export async function estimateRequirement(target: EstimateTarget, options: Estim
             return {
                 variant: target.variant, quant: target.quant, uri, source: "gguf-header",
                 weightsBytes: header.weightsBytes, tokenizerBytes: header.tokenizerBytes, contextBytes: header.contextBytes, overheadBytes,
-                requiredBytes: header.weightsBytes + header.tokenizerBytes + header.contextBytes + overheadBytes
+                checkpointBytes: header.checkpointBytes, requiredBytes: header.weightsBytes + header.tokenizerBytes + header.contextBytes + overheadBytes
             };
         } catch (err) {
             if (options.signal?.aborted) throw err;
@@ -124,11 +126,12 @@ export async function estimateGgufRequirement(pathOrUri: string, options: Contex
     const tensors = weightTensors(info);
     const vocabularySize = vocabularySizeOf(info, tensors);
     const repack = repackCost(tensors, options.cpu ?? thisCpu(), options.mmap === true);
+    const checkpoints = options.checkpoints ? checkpointBytes(recurrentShapeOf(info), options) : 0;
     return {
         weightsBytes: Math.max(model.cpuRam, insights.modelSize) + repack.extraBytes,
         tokenizerBytes: vocabularySize * TOKENIZER_BYTES_PER_TOKEN,
-        contextBytes: Math.max(0, context.cpuRam - unusedLogitsBytes(vocabularySize, options)) + activationBytes(options)
-            + (options.checkpoints ? checkpointBytes(recurrentShapeOf(info), options) : 0),
+        contextBytes: Math.max(0, context.cpuRam - unusedLogitsBytes(vocabularySize, options)) + activationBytes(options) + checkpoints,
+        checkpointBytes: checkpoints,
         vocabularySize,
         modelSizeBytes: insights.modelSize,
         architecture: info.metadata.general?.architecture

@@ -271,6 +271,9 @@ export function renderPlan(plan: ModelPlan): string {
         const chosen = plan.choice?.variant === c.variant && plan.choice.quant === c.quant;
         lines.push(row(rows[i]!, chosen ? ">" : " "));
     });
+    const checkpoints = plan.candidates.find((c) => plan.choice?.variant === c.variant && plan.choice.quant === c.quant)?.checkpointBytes
+        ?? plan.candidates[0]?.checkpointBytes ?? 0;
+    if (checkpoints > 0) lines.push(`    context includes up to ${formatBytes(checkpoints)} of prompt-reuse checkpoints (inference.promptCheckpoints)`);
     lines.push("");
     lines.push(plan.choice ? `Choice: ${modelName(plan.choice.variant, plan.choice.quant)} (${plan.choice.uri})` : "Choice: none");
     lines.push(plan.reason);

@@ -237,7 +237,25 @@ export interface OkReplyInput {
     usage: {promptTokens: number; completionTokens: number; thinkingTokens: number; cachedPromptTokens: number};
     /** ttftMs is null when no token was produced (e.g. cancelled in the prompt phase). */
     timing: {queueMs: number; ttftMs: number | null; totalMs: number; tokensPerSecond: number};
+    /** the conversation this turn continued, after it: turns kept and the tokens its history now holds */
+    conversation?: ConversationInfo;
     model: string;
+    device: string;
+}
+
+/** A conversation after a request: its name, turns kept, history tokens; `ended` once forgotten. */
+export interface ConversationInfo {
+    id: string;
+    turns: number;
+    tokens: number;
+    ended?: true;
+}
+
+/** The reply to `{"conversation", "endConversation": true}` without a prompt. */
+export interface ConversationEndReply {
+    id: string;
+    status: "ok";
+    conversation: ConversationInfo;
     device: string;
 }
 
@@ -264,6 +282,7 @@ export function okReply(result: OkReplyInput): OkReply {
             totalMs: Math.round(timing.totalMs),
             tokensPerSecond: Math.round(timing.tokensPerSecond * 10) / 10
         },
+        ...(result.conversation !== undefined ? {conversation: result.conversation} : {}),
         model: result.model,
         device: result.device
     };

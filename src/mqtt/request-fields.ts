@@ -34,12 +34,16 @@ export interface RequestFields extends GenerationOptions {
     stream: boolean;
     timeoutMs: number;
     replyTo?: string;
+    /** the conversation this prompt continues (src/jobs/conversations.ts): the device keeps its turns */
+    conversation?: string;
+    /** forget the conversation: after answering `prompt`, or at once when there is none */
+    endConversation?: boolean;
 }
 
 /** Every field a JSON request may carry; anything else is refused by name. */
 export const REQUEST_FIELDS = [
     "id", "prompt", "messages", "system", "maxTokens", "temperature", "topP", "topK", "minP", "seed",
-    "stop", "jsonSchema", "thinking", "stream", "timeoutMs", "replyTo"
+    "stop", "jsonSchema", "thinking", "stream", "timeoutMs", "replyTo", "conversation", "endConversation"
 ] as const;
 
 const MAX_STOP_LENGTH = 64;
@@ -83,14 +87,14 @@ export function unknownFieldError(obj: Record<string, unknown>): RequestError | 
     return invalid(first, `unknown field${unknown.length > 1 ? "s" : ""} ${list.join(", ")}; allowed: ${known.join(", ")}`);
 }
 
-/** Null when `id` is a usable request id, else why not. */
-export function idProblem(id: unknown, maxIdLength: number): string | null {
+/** Null when `id` is a usable request id (or, with `field`, conversation name), else why not. */
+export function idProblem(id: unknown, maxIdLength: number, field = "id"): string | null {
     if (typeof id !== "string")
-        return `id must be a string (got ${describeValue(id)})`;
+        return `${field} must be a string (got ${describeValue(id)})`;
     if (id.length < 1 || id.length > maxIdLength)
-        return `id must be 1 to ${maxIdLength} characters (got ${id.length})`;
+        return `${field} must be 1 to ${maxIdLength} characters (got ${id.length})`;
     if (ID_FORBIDDEN.test(id) || LONE_SURROGATE.test(id))
-        return "id must not contain \"+\", \"#\", NUL, control characters or unpaired surrogates";
+        return `${field} must not contain "+", "#", NUL, control characters or unpaired surrogates`;
     return null;
 }
 
@@ -214,9 +218,20 @@ export function readRequestFields(obj: Record<string, unknown>, limits: Protocol
     }
     const prompt = promptField(obj);
     const messages = messagesField(obj, system !== undefined);
+    let conversation: string | undefined;
+    if (obj.conversation !== undefined && obj.conversation !== null) {
+        const problem = idProblem(obj.conversation, limits.maxIdLength, "conversation");
+        if (problem !== null) throw invalid("conversation", problem);
+        conversation = obj.conversation as string;
+    }
+    const endConversation = booleanField(obj, "endConversation");
+    if (endConversation !== undefined && conversation === undefined)
+        throw invalid("endConversation", "endConversation needs conversation: the name of the conversation to end");
+    if (conversation !== undefined && messages !== undefined)
+        throw invalid("messages", "a conversation keeps its own turns: send the new prompt alone, not messages (or leave out conversation and send the whole history as messages)");
     if (prompt !== undefined && messages !== undefined)
         throw invalid("prompt", "give either prompt or messages, not both");
-    if (prompt === undefined && messages === undefined)
+    if (prompt === undefined && messages === undefined && endConversation !== true)
         throw invalid("prompt", "a request needs prompt (a non-empty string) or messages (a non-empty array)");
 
     let replyTo: string | undefined;
@@ -248,7 +263,7 @@ export function readRequestFields(obj: Record<string, unknown>, limits: Protocol
         timeoutMs: integerIn(obj, "timeoutMs", 1, limits.maxTimeoutMs) ?? limits.defaultTimeoutMs
     };
     const optional = {
-        prompt, messages, system, replyTo, jsonSchema,
+        prompt, messages, system, replyTo, jsonSchema, conversation, endConversation,
         temperature: numberIn(obj, "temperature", 0, 2),
         topP: numberIn(obj, "topP", 0, 1, true),
         topK: integerIn(obj, "topK", 0, null),
@@ -310,10 +325,16 @@ export function requestJsonSchema(limits?: Pick<ProtocolLimits, "maxTokensCap" |
             stream: {type: "boolean", default: false, description: "Send {id, status: \"streaming\", seq, delta} chunks before the final reply."},
             timeoutMs: {type: "integer", minimum: 1, ...(limits === undefined ? {} : {maximum: limits.maxTimeoutMs, default: limits.defaultTimeoutMs}),
                 description: "Deadline for queue + generation; the MQTT message expiry shortens it."},
+            conversation: {type: "string", minLength: 1, ...(limits === undefined ? {} : {maxLength: limits.maxIdLength}),
+                pattern: "^[^\\u0000-\\u001f\\u007f-\\u009f+#]+$",
+                description: "Continue this conversation: the device keeps its turns (per reply topic), so send only the new prompt, never messages. Unused conversations are forgotten after a while."},
+            endConversation: {type: "boolean", description: "Forget the conversation after answering prompt, or at once when there is no prompt."},
             replyTo: {type: "string", minLength: 1, pattern: "^[^$+#\\u0000][^+#\\u0000]*$",
                 description: "Reply topic when the MQTT v5 Response Topic is absent; no wildcards, no empty levels, no control characters or Unicode noncharacters, and not a topic the device's reply policy forbids (any qwen-edge device's status, info, health, request and cancel topics, another device's response topic, Home Assistant's, a route's input, outside mqtt.replyTopics)."}
         },
-        oneOf: [{required: ["prompt"], not: {required: ["messages"]}}, {required: ["messages"], not: {required: ["prompt"]}}],
+        oneOf: [{required: ["prompt"], not: {required: ["messages"]}}, {required: ["messages"], not: {anyOf: [{required: ["prompt"]}, {required: ["conversation"]}]}},
+            {required: ["conversation", "endConversation"], properties: {endConversation: {const: true}},
+                not: {anyOf: [{required: ["prompt"]}, {required: ["messages"]}]}}],
         additionalProperties: false
     };
 }

@@ -30,6 +30,8 @@ export interface Route {
     maxPerMinute: number;
     prompt: Template;
     system: Template | null;
+    /** the conversation a message continues (rendered per message), or none */
+    conversation: Template | null;
     maxTokens?: number;
     timeoutMs?: number;
     jsonSchema?: Record<string, unknown>;
@@ -37,7 +39,7 @@ export interface Route {
     reply: {topic: Template; format: "text" | "json"; retain: boolean; qos: 0 | 1 | 2; maxRetainedTopics: number};
 }
 
-const ROUTE_KEYS = ["name", "topic", "payload", "onInvalid", "filter", "minIntervalMs", "maxPerMinute", "prompt", "system", "maxTokens",
+const ROUTE_KEYS = ["name", "topic", "payload", "onInvalid", "filter", "minIntervalMs", "maxPerMinute", "prompt", "system", "conversation", "maxTokens",
     "timeoutMs", "jsonSchema", "thinking", "reply"];
 const REPLY_KEYS = ["topic", "format", "retain", "qos", "maxRetainedTopics"];
 /** A route as a whole: enough for a few dozen sensors, too few to bury the queue and the native requests. */
@@ -190,6 +192,7 @@ function compileRoute(raw: unknown, at: string): Route {
         maxPerMinute: integer(raw.maxPerMinute, 0, `${at}.maxPerMinute`) ?? DEFAULT_MAX_PER_MINUTE,
         prompt: template(raw.prompt, textScope, `${at}.prompt`, true) as Template,
         system: template(raw.system, textScope, `${at}.system`, false),
+        conversation: template(raw.conversation, textScope, `${at}.conversation`, false),
         reply: {topic: replyTopic, format, retain, qos, maxRetainedTopics: maxRetainedTopics ?? DEFAULT_MAX_RETAINED_TOPICS}
     };
     const maxTokens = integer(raw.maxTokens, 1, `${at}.maxTokens`);

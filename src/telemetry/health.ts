@@ -86,6 +86,8 @@ export interface HealthMessage {
         repliesDropped: number};
     /** each configured route's counters (docs/ROUTES.md); {} without routes */
     routes: Record<string, RouteCounters>;
+    /** conversations kept (docs/PROMPT-REUSE.md): how many, their history tokens, forgotten for a bound, files not written or read */
+    conversations: {count: number; tokens: number; evicted: number; storageErrors: number};
     /** wall time this snapshot took to collect */
     collectMs: number;
 }

@@ -98,6 +98,12 @@ export function renderMetrics(m: MetricsInput): string {
         e.family(`${P}prompt_tokens_cached_total`, "counter", "Prompt tokens reused instead of evaluated again.", cache.reusedTokens);
         e.family(`${P}prompt_cache_checkpoint_bytes`, "gauge", "Memory held by prompt-reuse checkpoints.", cache.checkpointBytes);
     }
+    const conversations = m.health?.conversations;
+    if (conversations) {
+        e.family(`${P}conversations`, "gauge", "Conversations kept (docs/PROMPT-REUSE.md).", conversations.count);
+        e.family(`${P}conversation_tokens`, "gauge", "History tokens the kept conversations hold.", conversations.tokens);
+        e.family(`${P}conversations_evicted_total`, "counter", "Conversations forgotten for a bound (count, idle time, tokens).", conversations.evicted);
+    }
     e.family(`${P}jobs_pending`, "gauge", "Accepted requests in the job journal, not answered yet.", m.jobs.pending);
     e.family(`${P}replies_dropped_total`, "counter", "Final replies the broker would not take, given up after retries.", m.jobs.repliesDropped);
     routeFamilies(e, m.routes);

@@ -47,6 +47,7 @@ export interface TelemetryParts {
     engine: {stats(): EngineStats};
     /** the job journal: accepted requests not yet answered, and records found damaged at start */
     jobs: {stats(): {pending: number; damagedAtStart: number}};
+    conversations: {stats(): HealthMessage["conversations"]};
 }
 
 export interface TelemetryDeps {
@@ -278,6 +279,7 @@ export class Telemetry {
             mqtt: {connected: link.connected, reconnects: link.reconnects, lastConnectAt: link.lastConnectAt},
             jobs: this.jobFigures(),
             routes: this.routeCounters(),
+            conversations: this.deps.parts.conversations.stats(),
             collectMs: Math.round(collectMs * 100) / 100
         };
     }

@@ -167,7 +167,8 @@ void describe("telemetry part over an in-memory link", () => {
                 scheduler: {stats: () => ({queued: 2, running: 1, completed: 0, expired: 0, rejected: 0, avgJobMs: null, paused: paused.at(-1) ?? false})},
                 engine: {stats: () => ({modelPath: join(dir, "tiny.gguf"), contextSize: 4096, threads: 1, parallel: 1, busySequences: 1,
                     promptCache: {hits: 0, misses: 0, reusedTokens: 0, checkpointBytes: 0}})},
-                jobs: {stats: () => ({pending: 0, damagedAtStart: 0})}
+                jobs: {stats: () => ({pending: 0, damagedAtStart: 0})},
+                conversations: {stats: () => ({count: 0, tokens: 0, evicted: 0, storageErrors: 0})}
             },
             setPaused: (p) => paused.push(p), root: PI_HOT
         });

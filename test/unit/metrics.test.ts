@@ -30,6 +30,7 @@ function sampleHealth(): HealthMessage {
         mqtt: {connected: true, reconnects: 2, lastConnectAt: new Date().toISOString()},
         jobs: {pending: 4, damagedAtStart: 0, repliesDropped: 1},
         routes: {},
+        conversations: {count: 2, tokens: 1800, evicted: 1, storageErrors: 0},
         collectMs: 1.2
     };
 }

@@ -10,7 +10,7 @@ import {RequestError} from "../../src/errors.js";
 import {Scheduler} from "../../src/inference/scheduler.js";
 import {memoryLogger} from "../support/fake-link.js";
 
-interface Job {id: string; deadline: number}
+interface Job {id: string; deadline: number; exclusive?: string}
 
 const T0 = 1_000_000;
 
@@ -63,6 +63,21 @@ void describe("Scheduler", () => {
         await t.finish("c");
         assert.deepEqual(t.ids(), ["a", "b", "c"]);
         assert.equal(t.scheduler.stats().completed, 3);
+    });
+
+    void it("runs one job of an exclusive group at a time, in order, while other jobs take the free slots", async () => {
+        const t = setup({parallel: 2});
+        const turn = (id: string): Job => ({...t.job(id), exclusive: "conversation-1"});
+        for (const j of [turn("c1"), turn("c2"), t.job("x"), turn("c3"), t.job("y")]) t.scheduler.submit(j);
+        assert.deepEqual(t.ids(), ["c1", "x"], "c2 waits for c1 although a slot is free; x takes it");
+        await t.finish("x");
+        assert.deepEqual(t.ids(), ["c1", "x", "y"], "the conversation's next turn still waits");
+        await t.finish("c1");
+        assert.deepEqual(t.ids(), ["c1", "x", "y", "c2"]);
+        await t.finish("y");
+        assert.deepEqual(t.ids(), ["c1", "x", "y", "c2"], "c3 waits for c2 with a slot free");
+        await t.finish("c2");
+        assert.deepEqual(t.ids(), ["c1", "x", "y", "c2", "c3"]);
     });
 
     void it("fills `parallel` slots, and a freed slot takes the next job", async () => {
