@@ -45,7 +45,9 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "F10", title: "Disk full while downloading"},
     {id: "F11", title: "Job store damaged"},
     {id: "L01", title: "200 requests at once, maxQueue 32"},
-    {id: "L02", title: "1,000 malformed + 20 valid messages"}
+    {id: "L02", title: "1,000 malformed + 20 valid messages"},
+    // issue 17: hostile input (H), storage (S), the model file under a running daemon (M)
+    {id: "S04", title: "Journal bytes per request byte"}
 ];
 
 export function resultsDir(): string {
