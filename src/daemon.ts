@@ -143,7 +143,6 @@ export class Daemon {
         });
         this.guardTimer = setInterval(() => this.guard.tick(), 60_000).unref();
         await this.store.start();
-        if (this.store.stats().unavailable !== null) events.emit("storage", {reason: this.store.stats().unavailable});
         this.pipeline.start();
         // The journal's jobs are queued in the same tick the link starts: no live message can be taken
         // before them (the connection is made asynchronously), and a redelivered copy finds them pending.

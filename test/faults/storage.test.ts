@@ -119,6 +119,58 @@ describe("faults: the state directory's storage fails", () => {
         assert.equal((await d.term()).code, 0);
     });
 
+    faultCase("S02", async (row) => {
+        const m = await mount("readonly");
+        if (typeof m === "string") return row.skip(m);
+        const device = "fault-ro";
+        // Linux refuses to remount a filesystem read-only while a file on it is open for writing (the journal is).
+        const first = await h.start(inside(m, device));
+        const busy = m.tryRemount("ro");
+        assert.equal((await first.term()).code, 0);
+        m.remount("ro");
+        row.inject("the state directory on a tmpfs remounted read-only (as the kernel does to a failing card) before the daemon starts; "
+            + "3 requests; then remounted read-write. Again from the start, with write access back before any request");
+        const since = Date.now();
+        const d = await h.spawn(inside(m, device));
+        const atStart = await statusAfter(device, since, "degraded", /job journal: the state directory cannot be written \(EROFS/, 30_000);
+        const r = await refusedThenServed(row, device, "ro", 3, () => m.remount("rw"));
+        assert.equal((await d.term()).code, 0);
+
+        // Write access back before the first request: that request's journal write is the first to succeed.
+        m.remount("ro");
+        const since2 = Date.now();
+        const d2 = await h.spawn(inside(m, device));
+        await statusAfter(device, since2, "degraded", /EROFS/, 30_000);
+        m.remount("rw");
+        const clearedAt = Date.now();
+        await send(device, "ro2-after", {prompt: "hi", maxTokens: 8});
+        const after2 = await final("ro2-after");
+        const online2 = await statusAfter(device, clearedAt, "online").catch(() => null);
+
+        const ids = ["ro-0", "ro-1", "ro-2", "ro-after", "ro2-after"];
+        const counted = countFinals(ids, (id) => finals(client, `s/${id}`).length);
+        row.replies(ids.length, counted.received, counted.duplicates);
+        row.recovered(r.after.at - r.clearedAt);
+        row.figure("remount read-only while the daemon runs", busy === null ? "done" : `refused: ${busy.split("\n")[0]!.replace(/^mount: [^:]+: /, "")}`);
+        row.figure("status at start", shown(m, `${String(atStart.json?.state)}: ${String(atStart.json?.reason)}`));
+        row.figure("replies during the fault", r.codes.join(", "));
+        row.figure("write access back before any request → next answered (ms)", after2.at - clearedAt);
+        row.figure("… → status online (ms)", online2 === null ? "never (within 10 s)" : online2.at - clearedAt);
+        row.observe(`started degraded ("${shown(m, String(atStart.json?.reason))}"); every request acknowledged and answered `
+            + `${[...new Set(r.codes)].join(", ")}; write access back → the next request answered ${code(r.after)} ${r.after.at - r.clearedAt} ms later, `
+            + `online again with no restart. With write access back before any request: answered ${code(after2)}, status `
+            + `${online2 === null ? "still degraded" : `online ${online2.at - clearedAt} ms later`}. A running daemon's state directory cannot be `
+            + `remounted read-only at all (${busy === null ? "it could" : "the kernel refuses while the journal is open for writing"})`);
+
+        assert.deepEqual(r.codes, ["unavailable", "unavailable", "unavailable"]);
+        assert.equal(code(r.after), "ok");
+        assert.ok(r.after.at - r.clearedAt < 1000, `answered ${r.after.at - r.clearedAt} ms after write access came back`);
+        assert.equal(code(after2), "ok");
+        assert.ok(online2 !== null, "the status is online again once a journal write succeeds");
+        assert.deepEqual(counted, {received: ids.length, duplicates: 0});
+        assert.equal((await d2.term()).code, 0);
+    });
+
     faultCase("S03", async (row) => {
         const m = await mount("torn");
         if (typeof m === "string") return row.skip(m);

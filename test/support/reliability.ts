@@ -48,6 +48,7 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "L02", title: "1,000 malformed + 20 valid messages"},
     // issue 17: hostile input (H), storage (S), the model file under a running daemon (M)
     {id: "S01", title: "State directory full"},
+    {id: "S02", title: "State directory read-only"},
     {id: "S03", title: "Torn journal record (disk full mid-write), then SIGKILL"},
     {id: "S04", title: "Journal bytes per request byte"}
 ];
