@@ -47,6 +47,9 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "L01", title: "200 requests at once, maxQueue 32"},
     {id: "L02", title: "1,000 malformed + 20 valid messages"},
     // issue 17: hostile input (H), storage (S), the model file under a running daemon (M)
+    {id: "H01", title: "Reply topic with a Unicode noncharacter"},
+    {id: "H02", title: "Reply topic too long for the broker's max_packet_size"},
+    {id: "H04", title: "Replies aimed at forbidden topics"},
     {id: "S01", title: "State directory full"},
     {id: "S02", title: "State directory read-only"},
     {id: "S03", title: "Torn journal record (disk full mid-write), then SIGKILL"},
