@@ -55,7 +55,8 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "S01", title: "State directory full"},
     {id: "S02", title: "State directory read-only"},
     {id: "S03", title: "Torn journal record (disk full mid-write), then SIGKILL"},
-    {id: "S04", title: "Journal bytes per request byte"}
+    {id: "S04", title: "Journal bytes per request byte"},
+    {id: "M01", title: "Model file truncated in place while loaded"}
 ];
 
 export function resultsDir(): string {
