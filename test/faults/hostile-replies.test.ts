@@ -84,6 +84,7 @@ class Device {
     }
 
     public figures(row: CaseRow): void {
+        row.recovered(this.slowestNext);
         row.figure("slowest next valid request (ms)", this.slowestNext);
         row.figure("broker disconnects (daemon reconnects)", this.reconnects());
     }
