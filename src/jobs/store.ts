@@ -17,7 +17,7 @@
  * thread (src/launcher.cts), and that thread spends its time in llama_decode; an fdatasync queued
  * behind a prompt's decode would hold an accept (and its PUBACK) for as long as the decode takes.
  */
-import {closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writeSync} from "node:fs";
+import {closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync} from "node:fs";
 import {join} from "node:path";
 import type {Logger} from "../log.js";
 import {syncDir} from "../util/fs.js";
@@ -314,7 +314,7 @@ export class JobStore {
         }
     }
 
-    /** Compacts (or, where that fails, opens the file as it is); false when nothing can be written. */
+    /** Compacts, which opens the journal; false when that cannot be done (the store is unavailable until it can). */
     private reopen(): boolean {
         try {
             mkdirSync(this.deps.dir, {recursive: true, mode: 0o700});
@@ -326,7 +326,10 @@ export class JobStore {
         }
     }
 
-    /** Rewrites the journal with only what is still needed: pending jobs and remembered keys. */
+    /**
+     * Rewrites the journal with only what is still needed: pending jobs and remembered keys. A copy that
+     * cannot be finished (the disk fills) is removed: left, it would hold the space appends need.
+     */
     private compact(): void {
         const tmp = this.path + ".tmp";
         const out = openSync(tmp, "w", 0o600);
@@ -339,9 +342,16 @@ export class JobStore {
             let done = 0;
             while (done < buf.length) done += writeSync(out, buf, done, buf.length - done);
             fdatasyncSync(out);
-        } finally {
+        } catch (err) {
             closeSync(out);
+            try {
+                rmSync(tmp, {force: true});
+            } catch {
+                // the next compaction starts by truncating it
+            }
+            throw err;
         }
+        closeSync(out);
         if (this.fd !== null) closeSync(this.fd);
         this.fd = null;
         renameSync(tmp, this.path);
