@@ -10,8 +10,9 @@
  * of pending jobs at a time; one fdatasync per accept is the whole cost, there is no native module
  * to build for armv7/arm64, and a torn last line after a power cut is easy to detect and drop.
  * Each record is written at a known offset in one write; a write that fails (ENOSPC, EROFS, EIO) is
- * cut back off the file, so a torn record can never swallow the next one. The file is compacted at
- * start and whenever it grows past `compactEvery` records.
+ * cut back off the file, so a torn record can never swallow the next one. After a failure other than a
+ * full disk the file is opened again by its path at the next write: a card the kernel made read-only
+ * under us comes back only as another mount. The file is compacted at start and past `compactEvery` records.
  *
  * Its file I/O is synchronous, on the main thread, on purpose: the daemon runs libuv's pool with one
  * thread (src/launcher.cts), and that thread spends its time in llama_decode; an fdatasync queued
@@ -303,7 +304,17 @@ export class JobStore {
             } catch {
                 // the next record is written at the same offset anyway, over what is left
             }
+            const code = (err as NodeJS.ErrnoException).code;
             this.markUnavailable(err as NodeJS.ErrnoException);
+            // Full: go on with the open file (a reopen compacts, a whole copy). Read-only or EIO: reopen by path next time.
+            if (code !== "ENOSPC" && code !== "EDQUOT") {
+                this.fd = null;
+                try {
+                    closeSync(fd);
+                } catch {
+                    // nothing more to do with a descriptor on a failed filesystem
+                }
+            }
             throw this.storageError();
         }
         this.offset += buf.length;
@@ -344,11 +355,7 @@ export class JobStore {
             fdatasyncSync(out);
         } catch (err) {
             closeSync(out);
-            try {
-                rmSync(tmp, {force: true});
-            } catch {
-                // the next compaction starts by truncating it
-            }
+            rmSync(tmp, {force: true});
             throw err;
         }
         closeSync(out);

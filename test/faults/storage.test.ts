@@ -15,7 +15,7 @@ import type {DaemonProcess} from "../support/daemon.js";
 import {finals} from "../support/fault-kit.js";
 import {Harness, type DaemonStart} from "../support/harness.js";
 import type {Received, TestClient} from "../support/mqtt-client.js";
-import {privateTmpfs, type PrivateMount} from "../support/private-mount.js";
+import {privateExt4, privateTmpfs, type PrivateMount} from "../support/private-mount.js";
 import {countFinals, faultCase, type CaseRow} from "../support/reliability.js";
 import {withTimeout} from "../../src/util/timeout.js";
 
@@ -169,6 +169,39 @@ describe("faults: the state directory's storage fails", () => {
         assert.ok(online2 !== null, "the status is online again once a journal write succeeds");
         assert.deepEqual(counted, {received: ids.length, duplicates: 0});
         assert.equal((await d2.term()).code, 0);
+    });
+
+    faultCase("S05", async (row) => {
+        const m = await privateExt4(join(h.dir, "ext4"), h.dir, 16);
+        if (typeof m === "string") return row.skip(m);
+        mounts.push(m);
+        const device = "fault-ext4";
+        const d = await h.start(inside(m, device));
+        await send(device, "ext4-before", {prompt: "hi", maxTokens: 8});
+        assert.equal(code(await final("ext4-before")), "ok");
+        m.forceReadOnly();
+        const faultAt = Date.now();
+        row.inject("the state directory on an ext4 filesystem (a loop device, errors=remount-ro) that reports an error while the daemon "
+            + "runs: the kernel makes it read-only under the open journal; 3 requests; then the filesystem is detached, checked (e2fsck) "
+            + "and mounted again in its place");
+        const degraded = statusAfter(device, faultAt, "degraded", /job journal: the state directory cannot be written \(EROFS/);
+        const r = await refusedThenServed(row, device, "ext4", 3, () => m.repair());
+        const status = await degraded;
+        const ids = ["ext4-before", "ext4-0", "ext4-1", "ext4-2", "ext4-after"];
+        const counted = countFinals(ids, (id) => finals(client, `s/${id}`).length);
+        row.replies(ids.length, counted.received, counted.duplicates);
+        row.recovered(r.after.at - r.clearedAt);
+        row.figure("replies during the fault", r.codes.join(", "));
+        row.figure("status during the fault", shown(m, `${String(status.json?.state)}: ${String(status.json?.reason)}`));
+        row.observe(`every request acknowledged and answered ${[...new Set(r.codes)].join(", ")}, the status degraded with the reason; once `
+            + `the checked filesystem was mounted again the journal was opened anew there and the next request answered ${code(r.after)} `
+            + `${r.after.at - r.clearedAt} ms later, online again, with no restart`);
+
+        assert.deepEqual(r.codes, ["unavailable", "unavailable", "unavailable"]);
+        assert.equal(code(r.after), "ok");
+        assert.ok(r.after.at - r.clearedAt < 1000, `answered ${r.after.at - r.clearedAt} ms after the filesystem came back`);
+        assert.deepEqual(counted, {received: ids.length, duplicates: 0});
+        assert.equal((await d.term()).code, 0);
     });
 
     faultCase("S03", async (row) => {

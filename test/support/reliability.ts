@@ -56,6 +56,7 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "S02", title: "State directory read-only"},
     {id: "S03", title: "Torn journal record (disk full mid-write), then SIGKILL"},
     {id: "S04", title: "Journal bytes per request byte"},
+    {id: "S05", title: "State filesystem turned read-only under the running daemon"},
     {id: "M01", title: "Model file truncated in place while loaded"}
 ];
 
