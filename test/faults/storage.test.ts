@@ -60,6 +60,17 @@ describe("faults: the state directory's storage fails", () => {
         client.waitFor(`${device} ${state}${reason ? ` (${String(reason)})` : ""}`, (m) => m.topic === `qwen-edge/${device}/status` && m.at >= since
             && m.json?.state === state && (reason === undefined || reason.test(String(m.json?.reason))), timeoutMs);
     const shown = (m: PrivateMount, text: string): string => text.replaceAll(m.path, "<state fs>");
+    /** Starts a daemon and waits for it online; a timeout says what the daemon did meanwhile. */
+    const startOnline = async (o: DaemonStart, timeoutMs = 60_000): Promise<DaemonProcess> => {
+        const since = Date.now();
+        const d = await h.spawn(o);
+        await statusAfter(o.device, since, "online", undefined, timeoutMs).catch((err: unknown) => {
+            const statuses = client.received.filter((m) => m.topic === `qwen-edge/${o.device}/status` && m.at >= since).map((m) => m.text);
+            throw new Error(`${(err as Error).message}; statuses: ${statuses.join(" | ") || "none"}; exit: ${String(d.child.exitCode ?? d.child.signalCode)}; `
+                + `log tail: ${d.stdout().slice(-2000)}`);
+        });
+        return d;
+    };
 
     /**
      * While the fault lasts: `n` requests each acknowledged and answered `unavailable`; then the fault is
@@ -89,7 +100,7 @@ describe("faults: the state directory's storage fails", () => {
         const m = await mount("full");
         if (typeof m === "string") return row.skip(m);
         const device = "fault-full";
-        const d = await h.start(inside(m, device));
+        const d = await startOnline(inside(m, device));
         await send(device, "full-before", {prompt: "hi", maxTokens: 8});
         assert.equal(code(await final("full-before")), "ok");
         const filled = m.fill();
@@ -124,7 +135,7 @@ describe("faults: the state directory's storage fails", () => {
         if (typeof m === "string") return row.skip(m);
         const device = "fault-ro";
         // Linux refuses to remount a filesystem read-only while a file on it is open for writing (the journal is).
-        const first = await h.start(inside(m, device));
+        const first = await startOnline(inside(m, device));
         const busy = m.tryRemount("ro");
         assert.equal((await first.term()).code, 0);
         m.remount("ro");
@@ -176,7 +187,7 @@ describe("faults: the state directory's storage fails", () => {
         if (typeof m === "string") return row.skip(m);
         mounts.push(m);
         const device = "fault-ext4";
-        const d = await h.start(inside(m, device));
+        const d = await startOnline(inside(m, device));
         await send(device, "ext4-before", {prompt: "hi", maxTokens: 8});
         assert.equal(code(await final("ext4-before")), "ok");
         m.forceReadOnly();
@@ -210,7 +221,7 @@ describe("faults: the state directory's storage fails", () => {
         const device = "fault-torn";
         const journal = m.outside("state/jobs.journal");
         const start = (): Promise<DaemonProcess> =>
-            h.start(inside(m, device, {model: "endless", args: ["--inference-context-size", "2048", "--telemetry-interval-seconds", "1"]}));
+            startOnline(inside(m, device, {model: "endless", args: ["--inference-context-size", "2048", "--telemetry-interval-seconds", "1"]}));
         const accepted = (d: DaemonProcess, id: string): Promise<unknown> =>
             d.waitForLog(`${id} accepted`, (l) => l.message === "request accepted" && l.id === id, 10_000);
         const d = await start();
