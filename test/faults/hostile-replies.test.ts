@@ -111,7 +111,7 @@ describe("faults: hostile reply topics", () => {
         const stateDir = join(h.dir, "nonchar-state");
         const device = new Device(h, "fault-nonchar", await h.start({device: "fault-nonchar", stateDir, args: ["--config", routesConfig]}));
         const topics = ["a/\uffff", "a/\ufffe", "a/\ufdd0", "a/\u{10ffff}"];
-        row.inject(`4 requests whose replyTo holds a Unicode noncharacter (${topics.map((t) => JSON.stringify(t).replace(/"/g, "")).join(", ")}), `
+        row.inject(`4 requests whose replyTo holds a Unicode noncharacter (${topics.map((t) => `a/U+${t.codePointAt(2)!.toString(16).toUpperCase()}`).join(", ")}), `
             + "and a route message whose templated reply topic would (lights/{{json.room}}/set with room U+FFFF); each followed by a valid "
             + "QoS 1 request; then a restart on the same journal");
         const ids = topics.map((_, i) => `nonchar-${i}`);
