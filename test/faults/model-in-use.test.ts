@@ -85,7 +85,8 @@ describe("faults: the model file is truncated under a running daemon", () => {
         const said = (o: Outcome): string => o.answer !== null ? `answered ${JSON.stringify(o.answer)} and stayed up`
             : `died (${o.exit?.signal ?? `exit ${String(o.exit?.code)}`}); its log after the truncation: ${o.after.map((m) => JSON.stringify(m)).join(", ")}`
                 + `, nothing on stderr${o.stderr === "" ? "" : ` but ${JSON.stringify(o.stderr.slice(0, 120))}`}`;
-        row.replies(2, (read.answer !== null ? 1 : 0) + (mapped.answer !== null ? 1 : 0), 0);
+        // the mapped daemon's request counts as answered when its restart answered it
+        row.replies(2, (read.answer !== null ? 1 : 0) + (mapped.answer !== null || mapped.afterRestart !== undefined ? 1 : 0), 0);
         row.figure("model file (bytes)", read.bytes);
         row.figure("model.mmap false", said(read));
         row.figure("model.mmap true", said(mapped));
