@@ -153,7 +153,6 @@ export class Daemon {
         } catch (err) {
             log.error("conversations could not be read; starting without them", describeError(err));
         }
-        if (this.store.stats().unavailable !== null) events.emit("storage", {reason: this.store.stats().unavailable});
         this.pipeline.start();
         // The journal's jobs are queued in the same tick the link starts: no live message can be taken
         // before them (the connection is made asynchronously), and a redelivered copy finds them pending.

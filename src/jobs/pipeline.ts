@@ -77,8 +77,13 @@ export class RequestPipeline {
             ...(deps.replyRetryDelaysMs ? {retryDelaysMs: deps.replyRetryDelaysMs} : {})});
     }
 
-    /** Listens for the model's state: requests are refused while it failed, queued ones answered then. */
+    /**
+     * Listens for the model's state: requests are refused while it failed, queued ones answered then. A
+     * journal already unwritable (the store was started first) is reported from here, so that the first
+     * accept that succeeds clears it.
+     */
     public start(): void {
+        this.noteStorage(this.deps.store.stats().unavailable);
         this.deps.events.on("pipeline", "modelState", (change) => {
             this.model = change;
             if (change.state === "failed") this.failQueued();

@@ -10,14 +10,15 @@
  * of pending jobs at a time; one fdatasync per accept is the whole cost, there is no native module
  * to build for armv7/arm64, and a torn last line after a power cut is easy to detect and drop.
  * Each record is written at a known offset in one write; a write that fails (ENOSPC, EROFS, EIO) is
- * cut back off the file, so a torn record can never swallow the next one. The file is compacted at
- * start and whenever it grows past `compactEvery` records.
+ * cut back off the file, so a torn record can never swallow the next one. After a failure other than a
+ * full disk the file is opened again by its path at the next write: a card the kernel made read-only
+ * under us comes back only as another mount. The file is compacted at start and past `compactEvery` records.
  *
  * Its file I/O is synchronous, on the main thread, on purpose: the daemon runs libuv's pool with one
  * thread (src/launcher.cts), and that thread spends its time in llama_decode; an fdatasync queued
  * behind a prompt's decode would hold an accept (and its PUBACK) for as long as the decode takes.
  */
-import {closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writeSync} from "node:fs";
+import {closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync} from "node:fs";
 import {join} from "node:path";
 import type {Logger} from "../log.js";
 import {syncDir} from "../util/fs.js";
@@ -303,7 +304,17 @@ export class JobStore {
             } catch {
                 // the next record is written at the same offset anyway, over what is left
             }
+            const code = (err as NodeJS.ErrnoException).code;
             this.markUnavailable(err as NodeJS.ErrnoException);
+            // Full: go on with the open file (a reopen compacts, a whole copy). Read-only or EIO: reopen by path next time.
+            if (code !== "ENOSPC" && code !== "EDQUOT") {
+                this.fd = null;
+                try {
+                    closeSync(fd);
+                } catch {
+                    // nothing more to do with a descriptor on a failed filesystem
+                }
+            }
             throw this.storageError();
         }
         this.offset += buf.length;
@@ -314,7 +325,7 @@ export class JobStore {
         }
     }
 
-    /** Compacts (or, where that fails, opens the file as it is); false when nothing can be written. */
+    /** Compacts, which opens the journal; false when that cannot be done (the store is unavailable until it can). */
     private reopen(): boolean {
         try {
             mkdirSync(this.deps.dir, {recursive: true, mode: 0o700});
@@ -326,7 +337,10 @@ export class JobStore {
         }
     }
 
-    /** Rewrites the journal with only what is still needed: pending jobs and remembered keys. */
+    /**
+     * Rewrites the journal with only what is still needed: pending jobs and remembered keys. A copy that
+     * cannot be finished (the disk fills) is removed: left, it would hold the space appends need.
+     */
     private compact(): void {
         const tmp = this.path + ".tmp";
         const out = openSync(tmp, "w", 0o600);
@@ -339,9 +353,12 @@ export class JobStore {
             let done = 0;
             while (done < buf.length) done += writeSync(out, buf, done, buf.length - done);
             fdatasyncSync(out);
-        } finally {
+        } catch (err) {
             closeSync(out);
+            rmSync(tmp, {force: true});
+            throw err;
         }
+        closeSync(out);
         if (this.fd !== null) closeSync(this.fd);
         this.fd = null;
         renameSync(tmp, this.path);

@@ -88,7 +88,11 @@ function recoverMeaning(id: string): string {
     const meanings: Record<string, string> = {
         F01: "broker back up → daemon connected", F02: "link restored → daemon connected", F03: "restart → all kept requests answered",
         F04: "restart → all accepted requests answered", F05: "start → degraded", F06: "start → degraded", F07: "start → degraded",
-        F09: "start → degraded", F10: "disk filled → serving with the current model", F11: "restart → readable requests answered"
+        F09: "start → degraded", F10: "disk filled → serving with the current model", F11: "restart → readable requests answered",
+        H01: "the slowest valid request after a refused one, sent → answered", H02: "the slowest valid request after a refused one, sent → answered",
+        H03: "the valid request after the flood, sent → answered", H04: "the valid request after the refused ones, sent → answered",
+        S01: "space back → next request answered", S02: "write access back → next request answered",
+        S03: "restart → every acknowledged request answered", S05: "filesystem mounted again → next request answered"
     };
     return meanings[id] ?? "see the case";
 }

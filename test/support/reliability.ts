@@ -45,7 +45,19 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "F10", title: "Disk full while downloading"},
     {id: "F11", title: "Job store damaged"},
     {id: "L01", title: "200 requests at once, maxQueue 32"},
-    {id: "L02", title: "1,000 malformed + 20 valid messages"}
+    {id: "L02", title: "1,000 malformed + 20 valid messages"},
+    // issue 17: hostile input (H), storage (S), the model file under a running daemon (M)
+    {id: "H01", title: "Reply topic with a Unicode noncharacter"},
+    {id: "H02", title: "Reply topic too long for the broker's max_packet_size"},
+    {id: "H03", title: "25 requests with a 5,000-level jsonSchema"},
+    {id: "H04", title: "Replies aimed at forbidden topics"},
+    {id: "H05", title: "Route flood over 60 source topics"},
+    {id: "S01", title: "State directory full"},
+    {id: "S02", title: "State directory read-only"},
+    {id: "S03", title: "Torn journal record (disk full mid-write), then SIGKILL"},
+    {id: "S04", title: "Journal bytes per request byte"},
+    {id: "S05", title: "State filesystem turned read-only under the running daemon"},
+    {id: "M01", title: "Model file truncated in place while loaded"}
 ];
 
 export function resultsDir(): string {
