@@ -110,7 +110,8 @@ function explain(route: Route, all: readonly Route[], topic: string, payload: Bu
     line("max tokens", `${r.maxTokens}${route.maxTokens === undefined ? " (inference.defaultMaxTokens)" : ""}`);
     line("thinking", r.thinking === false ? "off" : r.thinking === true ? "on" : `on, budget ${r.thinking.budget} tokens`);
     if (r.jsonSchema !== undefined) line("json schema", JSON.stringify(r.jsonSchema));
-    const used = [...route.prompt.parts, ...(route.system?.parts ?? [])].filter((p) => typeof p !== "string");
+    if (r.conversation !== undefined) line("conversation", `${r.conversation} (the device keeps its turns, per reply topic; docs/PROMPT-REUSE.md)`);
+    const used = [...route.prompt.parts, ...(route.system?.parts ?? []), ...(route.conversation?.parts ?? [])].filter((p) => typeof p !== "string");
     if (used.length > 0) line("placeholders", [...new Set(used.map((p) => `{{${placeholderName(p)}}}`))].join(", "));
     out.push(`  system prompt${r.system === undefined ? " (the device default, inference.systemPrompt)" : ""}:`);
     out.push(indent(r.system ?? env.systemPrompt));

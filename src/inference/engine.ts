@@ -5,14 +5,17 @@
  * the chat on it with Qwen3.5's chat wrapper (thinking decided per request). The sequence keeps its
  * tokens for the next request; a request only ever reuses tokens identical to its own prompt's.
  */
+import {randomBytes} from "node:crypto";
 import {
-    getLlama, LlamaChatSession, LlamaLogLevel, LlamaText, QwenChatWrapper, SpecialTokensText,
-    type ChatHistoryItem, type ChatModelSegment, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel, type Token
+    getLlama, LlamaChat, LlamaLogLevel, LlamaText, QwenChatWrapper, SpecialTokensText,
+    type ChatHistoryItem, type ChatModelFunctionCall, type ChatModelFunctions, type ChatModelResponse, type ChatModelSegment, type GbnfJsonSchema,
+    type LlamaTextJSON, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaJsonSchemaGrammar, type LlamaModel, type Token
 } from "node-llama-cpp";
+import {grammarSchema, validateAgainstSchema} from "../actions/schema.js";
 import {ModelUnavailableError, RequestError} from "../errors.js";
 import {collectGarbage} from "../system/gc.js";
 import {withTimeout} from "../util/timeout.js";
-import {thoughtBudget, type GenerationOptions} from "./generation.js";
+import {thoughtBudget, type GenerationOptions, type ToolCall, type ToolDefinition} from "./generation.js";
 import {SequencePool, type PoolStats} from "./sequence-pool.js";
 import type {Logger} from "../log.js";
 
@@ -23,6 +26,12 @@ import type {Logger} from "../log.js";
  * prebuilt has no OpenMP and starts fresh threads for every decode).
  */
 export const NATIVE_BUILD_CMAKE_OPTIONS: Readonly<Record<string, string>> = {GGML_OPENMP: "ON"};
+
+/**
+ * Model responses a request may take when device actions run: each round that calls only actions runs them
+ * and continues; past this many the generation ends with what it has (src/actions/executor.ts caps the calls).
+ */
+const MAX_TOOL_ROUNDS = 6;
 
 /** How long stop() waits for node-llama-cpp to release its runtime. */
 const DISPOSE_WAIT_MS = 2000;
@@ -66,13 +75,19 @@ export interface GenerateParams {
     onThoughtDelta?: (delta: string) => void;
     /** called once, when the first token arrives */
     onFirstToken?: () => void;
+    /** device actions granted to this request: offered to the model beside the client's tools */
+    actions?: ToolDefinition[];
+    /** runs a call to a granted action; what it returns is fed back to the model as the call's result */
+    runAction?: (call: {name: string; arguments: unknown}) => Promise<string>;
 }
 
 export interface GenerateResult {
     text: string;
     thinking: string | null;
     json: unknown;
-    finishReason: "stop" | "length" | "aborted";
+    /** calls to the client's tools: when there are any, finishReason is "tool_calls" */
+    toolCalls: ToolCall[];
+    finishReason: "stop" | "length" | "aborted" | "tool_calls";
     promptTokens: number;
     /** every token the model generated for this request: thoughts, answer and the end token (maxTokens at "length") */
     completionTokens: number;
@@ -95,6 +110,14 @@ export interface EngineStats {
     promptCache: PoolStats;
 }
 
+/**
+ * Tool results are text (a client's "tool" message, an action's outcome); Qwen's template puts a result in
+ * <tool_response> as it is, and QwenChatWrapper does so with this option (else it renders a string as a JSON
+ * string literal, quotes and escapes included). An internal option of node-llama-cpp 3.21.1, which its own
+ * template detection uses for Qwen templates; re-check on upgrade (test/integration/tools.test.ts renders it).
+ */
+const FLAT_TOOL_RESULTS = {_flatFunctionResultString: true} as object;
+
 export class Engine {
     private readonly deps: EngineDeps;
     private llama: Llama | null = null;
@@ -105,9 +128,11 @@ export class Engine {
     // keepOnlyLastThought false: earlier turns keep the thought block they were evaluated with
     // (thoughtAsEvaluated), so a conversation's history re-renders to the very tokens a sequence holds
     private readonly wrappers = {
-        off: new QwenChatWrapper({variation: "3.5", thoughts: "discourage", keepOnlyLastThought: false}),
-        on: new QwenChatWrapper({variation: "3.5", thoughts: "auto", keepOnlyLastThought: false})
+        off: new QwenChatWrapper({variation: "3.5", thoughts: "discourage", keepOnlyLastThought: false, ...FLAT_TOOL_RESULTS}),
+        on: new QwenChatWrapper({variation: "3.5", thoughts: "auto", keepOnlyLastThought: false, ...FLAT_TOOL_RESULTS})
     };
+    /** the text of recent client tool calls as generated, so their continuation renders (and reuses) the same tokens */
+    private readonly rawCalls = new RawCalls();
     /** the `<|im_start|>` token: a chat turn's first */
     private turnStart: Token | null = null;
     private readonly grammars = new Map<string, LlamaJsonSchemaGrammar<never>>();
@@ -222,14 +247,15 @@ export class Engine {
         const started = Date.now();
         const p = params.options;
         const budget = thoughtBudget(p.thinking, p.maxTokens);
-        const chat = toChatHistory(p, this.deps.options.systemPrompt);
+        const chat = toChatHistory(p, this.deps.options.systemPrompt, (c) => this.rawCalls.recall(c));
         const wrapper = budget === false ? this.wrappers.off : this.wrappers.on;
-        const prompt = this.renderPrompt(model, wrapper, chat.history, chat.last);
+        const functions = toFunctions([...(p.tools ?? []), ...(params.actions ?? [])]);
+        const prompt = this.renderPrompt(model, wrapper, chat.history, functions);
         const sequence = pool.acquire(prompt);
         if (!sequence) throw new RequestError("model_unavailable", "no free sequence (more generations than inference.parallel)");
         let failed = true;
         try {
-            const result = await this.runChat(model, sequence, params, {...chat, wrapper, budget, prompt}, started);
+            const result = await this.runChat(model, sequence, params, {...chat, wrapper, budget, prompt, functions}, started);
             pool.record(result.cachedPromptTokens);
             failed = false;
             return result;
@@ -240,9 +266,10 @@ export class Engine {
     }
 
     private async runChat(model: LlamaModel, sequence: LlamaContextSequence, params: GenerateParams,
-        chat: ReturnType<typeof toChatHistory> & {wrapper: QwenChatWrapper; budget: false | number; prompt: Token[]}, started: number): Promise<GenerateResult> {
+        chat: ChatInput & {wrapper: QwenChatWrapper; budget: false | number; prompt: Token[]; functions: ChatModelFunctions | undefined},
+        started: number): Promise<GenerateResult> {
         const p = params.options;
-        const {history, last, system, wrapper, budget, prompt} = chat;
+        const {wrapper, budget, prompt, functions} = chat;
         const promptTokens = prompt.length;
         if (promptTokens + p.maxTokens > this.contextSize) {
             throw new RequestError("exceed_context_size",
@@ -255,9 +282,7 @@ export class Engine {
         const inputTokensBefore = sequence.tokenMeter.usedInputTokens;
         let promptEvaluated: number | null = null;
         await this.pool!.prepare(sequence, prompt, this.stableHead(prompt));
-        const session = new LlamaChatSession({contextSequence: sequence, chatWrapper: wrapper, autoDisposeSequence: false,
-            systemPrompt: system});
-        session.setChatHistory(history);
+        const llamaChat = new LlamaChat({contextSequence: sequence, chatWrapper: wrapper, autoDisposeSequence: false});
         let ttftMs: number | null = null;
         let thinkingTokens = 0;
         // Each sampled token needs one row of logits, so the sequence's "output" tokens count exactly what the model
@@ -272,61 +297,99 @@ export class Engine {
         };
         const cached = (): number => Math.max(0, promptTokens - (promptEvaluated ?? (sequence.tokenMeter.usedInputTokens - inputTokensBefore + 1)));
         const thoughts: string[] = [];
+        const texts: string[] = [];
+        const toolCalls: ToolCall[] = [];
         const d = this.deps.options.sampling;
+        const clientTools = new Map((p.tools ?? []).map((t) => [t.name, t]));
+        let history = chat.history;
         try {
-            const result = await session.promptWithMeta(last, {
-                maxTokens: p.maxTokens,
-                temperature: p.temperature ?? d.temperature,
-                topP: p.topP ?? d.topP,
-                topK: p.topK ?? d.topK,
-                ...(p.minP !== undefined ? {minP: p.minP} : {}),
-                ...(p.seed !== undefined ? {seed: p.seed} : {}),
-                ...(d.presencePenalty > 0 ? {repeatPenalty: {presencePenalty: d.presencePenalty}} : {}),
-                ...(p.stop && p.stop.length > 0 ? {customStopTriggers: p.stop} : {}),
-                ...(grammar ? {grammar} : {}),
-                budgets: {thoughtTokens: budget === false ? 0 : budget},
-                signal: params.signal,
-                stopOnAbortSignal: true,
-                onResponseChunk: (chunk) => {
-                    if (chunk.tokens.length > 0) firstToken();
-                    if (chunk.type === "segment") {
-                        if (chunk.segmentType === "thought") {
-                            thinkingTokens += chunk.tokens.length;
-                            if (chunk.text !== "") {
-                                thoughts.push(chunk.text);
-                                params.onThoughtDelta?.(chunk.text);
-                            }
-                        }
-                    } else if (chunk.text !== "") params.onTextDelta?.(chunk.text);
+            let stopReason: string = "eogToken";
+            // One round per model response: a round that calls only device actions runs them, feeds their results
+            // back and goes on; a call to a client tool ends the generation (the client runs it).
+            for (let round = 0; round < MAX_TOOL_ROUNDS; round++) {
+                const remaining = p.maxTokens - generated();
+                if (remaining <= 0) {
+                    stopReason = "maxTokens";
+                    break;
                 }
-            });
-            const finishReason = result.stopReason === "abort" ? "aborted" : result.stopReason === "maxTokens" ? "length" : "stop";
+                const result = await llamaChat.generateResponse(history, {
+                    maxTokens: remaining,
+                    temperature: p.temperature ?? d.temperature,
+                    topP: p.topP ?? d.topP,
+                    topK: p.topK ?? d.topK,
+                    ...(p.minP !== undefined ? {minP: p.minP} : {}),
+                    ...(p.seed !== undefined ? {seed: p.seed} : {}),
+                    ...(d.presencePenalty > 0 ? {repeatPenalty: {presencePenalty: d.presencePenalty}} : {}),
+                    ...(p.stop && p.stop.length > 0 ? {customStopTriggers: p.stop} : {}),
+                    ...(grammar ? {grammar} : functions ? {functions} : {}),
+                    budgets: {thoughtTokens: budget === false ? 0 : budget},
+                    signal: params.signal,
+                    stopOnAbortSignal: true,
+                    onResponseChunk: (chunk) => {
+                        if (chunk.tokens.length > 0) firstToken();
+                        if (chunk.type === "segment") {
+                            if (chunk.segmentType === "thought") {
+                                thinkingTokens += chunk.tokens.length;
+                                if (chunk.text !== "") {
+                                    thoughts.push(chunk.text);
+                                    params.onThoughtDelta?.(chunk.text);
+                                }
+                            }
+                        } else if (chunk.text !== "") params.onTextDelta?.(chunk.text);
+                    }
+                });
+                texts.push(result.response);
+                stopReason = result.metadata.stopReason;
+                const calls = result.functionCalls ?? [];
+                if (stopReason !== "functionCalls" || calls.length === 0) break;
+                firstToken(); // a call with no text before it is still the first output
+                const results: unknown[] = [];
+                for (const call of calls) {
+                    if (clientTools.has(call.functionName)) {
+                        const made: ToolCall = {id: `call-${randomBytes(6).toString("hex")}`, name: call.functionName, arguments: call.params};
+                        const invalid = validateAgainstSchema(clientTools.get(call.functionName)?.parameters, call.params);
+                        if (invalid !== null) made.error = invalid;
+                        toolCalls.push(made);
+                        this.rawCalls.keep(made, call.raw);
+                        results.push(undefined);
+                    } else {
+                        results.push(params.runAction
+                            ? await params.runAction({name: call.functionName, arguments: call.params})
+                            : `refused: ${call.functionName} is not a tool of this request`);
+                    }
+                }
+                if (toolCalls.length > 0) break;
+                history = withCallResults(result.lastEvaluation.cleanHistory, calls, results);
+            }
+            const text = texts.join("");
+            const finishReason = toolCalls.length > 0 ? "tool_calls" : stopReason === "abort" ? "aborted" : stopReason === "maxTokens" ? "length" : "stop";
             let json: unknown = undefined;
             if (grammar && finishReason === "stop") {
                 try {
-                    json = grammar.parse(result.responseText);
+                    json = grammar.parse(text);
                 } catch {
                     json = undefined; // a cut-off JSON answer is returned as text only
                 }
             }
-            return {text: result.responseText, thinking: thoughts.length > 0 ? thoughts.join("") : null, json,
+            return {text, thinking: thoughts.length > 0 ? thoughts.join("") : null, json, toolCalls,
                 finishReason, promptTokens, completionTokens: generated(), thinkingTokens, cachedPromptTokens: cached(), ttftMs,
                 totalMs: Date.now() - started};
         } catch (err) {
             // Aborted before the first token: node-llama-cpp throws the signal's reason.
             if (params.signal.aborted) {
-                return {text: "", thinking: null, json: undefined, finishReason: "aborted", promptTokens, completionTokens: generated(),
-                    thinkingTokens, cachedPromptTokens: cached(), ttftMs, totalMs: Date.now() - started};
+                return {text: texts.join(""), thinking: null, json: undefined, toolCalls, finishReason: "aborted", promptTokens,
+                    completionTokens: generated(), thinkingTokens, cachedPromptTokens: cached(), ttftMs, totalMs: Date.now() - started};
             }
             throw err;
         } finally {
-            session.dispose({disposeSequence: false});
+            llamaChat.dispose({disposeSequence: false});
         }
     }
 
     /** The whole prompt as the chat wrapper renders it, tokenized (~2 ms for 1,000 tokens). */
-    private renderPrompt(model: LlamaModel, wrapper: QwenChatWrapper, history: ChatHistoryItem[], last: string): Token[] {
-        const {contextText} = wrapper.generateContextState({chatHistory: [...history, {type: "user", text: last}, {type: "model", response: []}]});
+    private renderPrompt(model: LlamaModel, wrapper: QwenChatWrapper, history: ChatHistoryItem[], functions: ChatModelFunctions | undefined): Token[] {
+        const chatHistory = history.at(-1)?.type === "model" ? history : [...history, {type: "model" as const, response: []}];
+        const {contextText} = wrapper.generateContextState({chatHistory, ...(functions ? {availableFunctions: functions} : {})});
         return contextText.tokenize(model.tokenizer);
     }
 
@@ -359,19 +422,93 @@ export class Engine {
     }
 }
 
-/** Splits a request into node-llama-cpp chat history and the final user prompt. */
-export function toChatHistory(p: Pick<GenerationOptions, "prompt" | "messages" | "system">, defaultSystem: string): {history: ChatHistoryItem[]; last: string; system: string} {
+export interface ChatInput {
+    /** the system prompt, earlier turns and the last user message, or a last model turn whose calls have results */
+    history: ChatHistoryItem[];
+    system: string;
+}
+
+/**
+ * A request as node-llama-cpp chat history. An assistant message's toolCalls become the calls of its turn, and
+ * the "tool" messages after it their results (by toolCallId): the history then ends in that turn, which the
+ * model continues (QwenChatWrapper renders each result as Qwen's <tool_response>).
+ */
+export function toChatHistory(p: Pick<GenerationOptions, "prompt" | "messages" | "system">, defaultSystem: string,
+    rawCall?: (call: ToolCall) => LlamaTextJSON | undefined): ChatInput {
     const turns = p.messages ?? [{role: "user" as const, content: p.prompt ?? ""}];
     const systemTurns = turns.filter((t) => t.role === "system");
     const system = p.system ?? (systemTurns.length > 0 ? systemTurns.map((t) => t.content).join("\n\n") : defaultSystem);
     const history: ChatHistoryItem[] = [{type: "system", text: system}];
-    const rest = turns.filter((t) => t.role !== "system");
-    const lastTurn = rest[rest.length - 1];
-    for (const t of rest.slice(0, -1)) {
-        if (t.role === "user") history.push({type: "user", text: t.content});
-        else history.push({type: "model", response: [thoughtAsEvaluated(t.thinking ?? ""), t.content]});
+    // the model turn that made calls; once their results are in, the model's next answer continues that turn
+    let open: ChatModelResponse | null = null;
+    let continues = false;
+    for (const t of turns) {
+        if (t.role === "system") continue;
+        if (t.role === "user") {
+            history.push({type: "user", text: t.content});
+            open = null;
+        } else if (t.role === "assistant") {
+            const calls: ChatModelFunctionCall[] = (t.toolCalls ?? []).map((c, i) => {
+                const raw = rawCall?.(c);
+                return {type: "functionCall", name: c.name, params: c.arguments, result: undefined, startsNewChunk: i === 0,
+                    ...(raw !== undefined ? {rawCall: raw} : {}), ...({toolCallId: c.id} as object)};
+            });
+            const response = [thoughtAsEvaluated(t.thinking ?? ""), ...(t.content !== "" || calls.length === 0 ? [t.content] : []), ...calls];
+            if (open !== null && continues) open.response.push(...response);
+            else {
+                open = {type: "model", response};
+                history.push(open);
+            }
+            continues = false;
+        } else {
+            // a tool's result: it answers one call of the assistant turn before it (the protocol checked that it does)
+            const call = open?.response.find((r): r is ChatModelFunctionCall =>
+                typeof r === "object" && r.type === "functionCall" && (r as {toolCallId?: string}).toolCallId === t.toolCallId);
+            if (call) call.result = t.content;
+            continues = true;
+        }
     }
-    return {history, last: lastTurn?.content ?? "", system};
+    return {history, system};
+}
+
+/**
+ * The last RAW_CALLS client tool calls as the model wrote them (id -> text). The wrapper renders a call from
+ * its arguments (JSON spaced its own way); the model may have written the same arguments with other spacing,
+ * and a continuation that renders differently from what the sequence holds is evaluated again from the
+ * previous turn. A call is rendered from here only when the client sends back the same name and arguments,
+ * so a guessed id can never bring another request's call into a prompt. In memory only: after a restart a
+ * continuation renders from the arguments (correct, just evaluated again).
+ */
+const RAW_CALLS = 256;
+class RawCalls {
+    private readonly calls = new Map<string, {key: string; raw: LlamaTextJSON}>();
+    public keep(call: ToolCall, raw: LlamaTextJSON): void {
+        this.calls.set(call.id, {key: JSON.stringify([call.name, call.arguments]), raw});
+        if (this.calls.size > RAW_CALLS) this.calls.delete(this.calls.keys().next().value as string);
+    }
+    public recall(call: ToolCall): LlamaTextJSON | undefined {
+        const kept = this.calls.get(call.id);
+        return kept !== undefined && kept.key === JSON.stringify([call.name, call.arguments]) ? kept.raw : undefined;
+    }
+}
+
+/** node-llama-cpp's functions (no handlers: the engine decides what runs) from tool definitions; undefined for none. */
+function toFunctions(tools: readonly ToolDefinition[]): ChatModelFunctions | undefined {
+    if (tools.length === 0) return undefined;
+    return Object.fromEntries(tools.map((t) => [t.name, {...(t.description !== undefined ? {description: t.description} : {}),
+        ...(t.parameters !== undefined ? {params: grammarSchema(t.parameters) as GbnfJsonSchema} : {})}]));
+}
+
+/** The last model turn of `history` with these calls and their results appended: the next round continues it. */
+function withCallResults(history: ChatHistoryItem[], calls: ReadonlyArray<{functionName: string; params: unknown; raw: LlamaTextJSON}>,
+    results: readonly unknown[]): ChatHistoryItem[] {
+    const out = history.slice();
+    const last = out.at(-1);
+    const items: ChatModelFunctionCall[] = calls.map((c, i) => ({type: "functionCall", name: c.functionName, params: c.params, result: results[i],
+        rawCall: c.raw, startsNewChunk: i === 0}));
+    if (last?.type === "model") out[out.length - 1] = {...last, response: [...last.response, ...items]};
+    else out.push({type: "model", response: items});
+    return out;
 }
 
 /**

@@ -4,10 +4,31 @@
  */
 
 export interface ChatMessage {
-    role: "system" | "user" | "assistant";
+    role: "system" | "user" | "assistant" | "tool";
     content: string;
     /** an assistant turn a conversation kept (src/jobs/conversations.ts): its thought text; never from the wire */
     thinking?: string;
+    /** an assistant turn that called tools (the calls a reply's toolCalls gave) */
+    toolCalls?: ToolCall[];
+    /** a "tool" message: the call whose result `content` is */
+    toolCallId?: string;
+}
+
+/** A tool the model may call: a client's (`tools`), or a device action granted to the request. */
+export interface ToolDefinition {
+    name: string;
+    description?: string;
+    /** JSON Schema of the arguments, in the subset generation can be constrained to (src/actions/schema.ts) */
+    parameters?: object;
+}
+
+/** A call the model made: its id (for the result that answers it), the tool, the arguments. */
+export interface ToolCall {
+    id: string;
+    name: string;
+    arguments: unknown;
+    /** set when the arguments break a rule of the schema the grammar cannot enforce (minimum, maximum): what is wrong */
+    error?: string;
 }
 
 /** false: no thinking; true: thinking with the default budget; {budget}: at most that many thought tokens. */
@@ -28,6 +49,8 @@ export interface GenerationOptions {
     stop?: string[];
     /** constrain the answer to this JSON Schema */
     jsonSchema?: object;
+    /** the client's tools: a call to one ends the generation (finishReason tool_calls) */
+    tools?: ToolDefinition[];
     thinking: ThinkingSetting;
 }
 

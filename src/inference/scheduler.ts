@@ -7,6 +7,9 @@ import {RequestError} from "../errors.js";
 import {withTimeout} from "../util/timeout.js";
 import type {Logger} from "../log.js";
 
+
+/** The longest delay setTimeout keeps (2^31-1 ms); longer ones fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
 export type StopReason = "cancelled" | "timeout" | "shutdown";
 
 export interface SchedulableJob {
@@ -81,11 +84,21 @@ export class Scheduler<J extends SchedulableJob> {
         }
         if (this.isFull() && options.force !== true) throw this.refuse();
         const entry: Entry<J> = {job, queuedAt: Date.now(), controller: new AbortController(), timer: null, running: false};
-        entry.timer = setTimeout(() => this.stopEntry(entry, "timeout"), Math.max(0, job.deadline - Date.now()));
+        this.armDeadline(entry);
         this.queue.push(entry);
         this.pump();
         this.deps.onChange?.();
         return true;
+    }
+
+    /**
+     * Node fires a timer longer than 2^31-1 ms (24.8 days) after 1 ms, and timeoutMs has no upper bound: a
+     * far deadline is reached in steps of at most MAX_TIMER_MS.
+     */
+    private armDeadline(entry: Entry<J>): void {
+        const left = Math.max(0, entry.job.deadline - Date.now());
+        entry.timer = left > MAX_TIMER_MS ? setTimeout(() => this.armDeadline(entry), MAX_TIMER_MS)
+            : setTimeout(() => this.stopEntry(entry, "timeout"), left);
     }
 
     public isFull(): boolean {

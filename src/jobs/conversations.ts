@@ -21,7 +21,7 @@ import {createHash} from "node:crypto";
 import {mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, openSync, fsyncSync, closeSync, renameSync} from "node:fs";
 import {join} from "node:path";
 import type {Logger} from "../log.js";
-import type {ChatMessage} from "../inference/generation.js";
+import type {ChatMessage, ToolCall} from "../inference/generation.js";
 import type {ConversationInfo} from "../mqtt/protocol.js";
 import {idProblem, isPlainObject} from "../mqtt/request-fields.js";
 import {describeError} from "../errors.js";
@@ -39,10 +39,15 @@ export interface ConversationLimits {
 export interface Turn {
     /** the job (jobKey) that made this turn */
     job: string;
-    prompt: string;
+    /** the user's prompt; absent when the turn continued from the results of the previous turn's calls */
+    prompt?: string;
+    /** the results of the previous turn's tool calls this turn continued from */
+    toolResults?: Array<{toolCallId: string; content: string}>;
     answer: string;
     /** the thought text, when the turn thought: rendered again as it was evaluated (prefix reuse) */
     thinking?: string;
+    /** the client's tools this answer called: the next turn brings their results */
+    toolCalls?: ToolCall[];
 }
 
 interface Conversation {
@@ -62,6 +67,8 @@ export interface History {
     messages: ChatMessage[];
     turns: number;
     tokens: number;
+    /** the ids of the last turn's tool calls, which the next request must answer (toolResults); [] when none */
+    awaitingResults: string[];
 }
 
 export interface ConversationStats {
@@ -137,9 +144,14 @@ export class ConversationStore {
         const c = this.live(conversationKey(id, replyTopic));
         if (!c) return null;
         const turns = c.turns.filter((t) => t.job !== job);
-        const messages: ChatMessage[] = turns.flatMap((t): ChatMessage[] => [{role: "user", content: t.prompt},
-            {role: "assistant", content: t.answer, ...(t.thinking !== undefined ? {thinking: t.thinking} : {})}]);
-        return {system: c.system, messages, turns: turns.length, tokens: turns.length === c.turns.length ? c.tokens : 0};
+        const messages: ChatMessage[] = turns.flatMap((t): ChatMessage[] => [
+            ...(t.prompt !== undefined ? [{role: "user" as const, content: t.prompt}] : []),
+            ...(t.toolResults ?? []).map((r) => ({role: "tool" as const, content: r.content, toolCallId: r.toolCallId})),
+            {role: "assistant", content: t.answer, ...(t.thinking !== undefined ? {thinking: t.thinking} : {}),
+                ...(t.toolCalls !== undefined && t.toolCalls.length > 0 ? {toolCalls: t.toolCalls} : {})}]);
+        const last = turns.at(-1);
+        return {system: c.system, messages, turns: turns.length, tokens: turns.length === c.turns.length ? c.tokens : 0,
+            awaitingResults: (last?.toolCalls ?? []).map((call) => call.id)};
     }
 
     /** Adds (or, for a replayed job, replaces) a turn; returns what the conversation is now. */
@@ -269,9 +281,33 @@ function readConversation(path: string): Conversation | null {
     if (!Array.isArray(turns)) return null;
     const read: Turn[] = [];
     for (const t of turns as unknown[]) {
-        if (!isPlainObject(t) || typeof t.job !== "string" || typeof t.prompt !== "string" || typeof t.answer !== "string") return null;
-        if (t.thinking !== undefined && typeof t.thinking !== "string") return null;
-        read.push({job: t.job, prompt: t.prompt, answer: t.answer, ...(typeof t.thinking === "string" ? {thinking: t.thinking} : {})});
+        if (!isPlainObject(t) || typeof t.job !== "string" || typeof t.answer !== "string") return null;
+        if ((t.prompt !== undefined && typeof t.prompt !== "string") || (t.thinking !== undefined && typeof t.thinking !== "string")) return null;
+        const toolCalls = t.toolCalls === undefined ? undefined : readCalls(t.toolCalls);
+        const toolResults = t.toolResults === undefined ? undefined : readResults(t.toolResults);
+        if (toolCalls === null || toolResults === null || (t.prompt === undefined && toolResults === undefined)) return null;
+        read.push({job: t.job, answer: t.answer, ...(typeof t.prompt === "string" ? {prompt: t.prompt} : {}),
+            ...(toolResults ? {toolResults} : {}), ...(typeof t.thinking === "string" ? {thinking: t.thinking} : {}), ...(toolCalls ? {toolCalls} : {})});
     }
     return {id, replyTopic, system, turns: read, tokens, usedAt};
+}
+
+function readCalls(value: unknown): ToolCall[] | null {
+    if (!Array.isArray(value)) return null;
+    const calls: ToolCall[] = [];
+    for (const c of value as unknown[]) {
+        if (!isPlainObject(c) || typeof c.id !== "string" || typeof c.name !== "string" || !isPlainObject(c.arguments)) return null;
+        calls.push({id: c.id, name: c.name, arguments: c.arguments});
+    }
+    return calls;
+}
+
+function readResults(value: unknown): Array<{toolCallId: string; content: string}> | null {
+    if (!Array.isArray(value)) return null;
+    const results: Array<{toolCallId: string; content: string}> = [];
+    for (const r of value as unknown[]) {
+        if (!isPlainObject(r) || typeof r.toolCallId !== "string" || typeof r.content !== "string") return null;
+        results.push({toolCallId: r.toolCallId, content: r.content});
+    }
+    return results;
 }

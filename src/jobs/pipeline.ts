@@ -15,6 +15,7 @@ import type {IPublishPacket} from "mqtt";
 import {describeError, RequestError} from "../errors.js";
 import type {EventBus, ModelStateChange} from "../events.js";
 import type {Engine, GenerateResult} from "../inference/engine.js";
+import type {ChatMessage} from "../inference/generation.js";
 import type {Scheduler, StopReason} from "../inference/scheduler.js";
 import {StreamCoalescer} from "../inference/stream.js";
 import type {Logger} from "../log.js";
@@ -158,12 +159,20 @@ export class RequestPipeline {
     public async run(job: Job, signal: AbortSignal, queuedMs: number): Promise<void> {
         const r = job.request;
         const {log, engine, events, router, conversations} = this.deps;
-        if (r.conversation !== undefined && r.prompt === undefined) return this.endConversation(job, r.conversation);
-        // A conversation's turn: the kept history before the new prompt (and the conversation's system prompt)
+        if (r.conversation !== undefined && r.prompt === undefined && r.toolResults === undefined) return this.endConversation(job, r.conversation);
+        // A conversation's turn: the kept history before the new prompt, or before the results of its last calls
         const history = r.conversation !== undefined ? conversations.history(r.conversation, r.reply.topic, job.id) : null;
+        const order = r.conversation !== undefined ? turnOrderProblem(r.conversation, history?.awaitingResults ?? [], r.toolResults) : null;
+        if (order !== null) {
+            log.warn("request refused", {id: r.id, code: order.code, conversation: r.conversation, message: order.message});
+            this.replies.error(r.id, job.id, r.reply, order);
+            return;
+        }
         const system = r.system ?? history?.system ?? undefined;
-        const options = history === null ? r : {...r, messages: [...history.messages, {role: "user" as const, content: r.prompt ?? ""}],
-            prompt: undefined, ...(system !== undefined ? {system} : {})};
+        const next: ChatMessage[] = r.toolResults !== undefined
+            ? r.toolResults.map((t) => ({role: "tool", content: t.content, toolCallId: t.toolCallId}))
+            : [{role: "user", content: r.prompt ?? ""}];
+        const options = history === null ? r : {...r, messages: [...history.messages, ...next], prompt: undefined, ...(system !== undefined ? {system} : {})};
         const stream = r.stream ? new StreamCoalescer({
             intervalMs: this.deps.streamIntervalMs,
             emit: (seq, delta, part) => this.replies.chunk(r.reply, JSON.stringify(chunkReply(r.id, seq, delta, part)))
@@ -189,15 +198,17 @@ export class RequestPipeline {
         // A turn cut off by a timeout or cancel is not kept: its answer is not one the client asked to build on.
         const conversation = r.conversation === undefined || result.finishReason === "aborted" ? undefined
             : r.endConversation === true ? conversations.end(r.conversation, r.reply.topic)
-                : conversations.record(r.conversation, r.reply.topic, {job: job.id, prompt: r.prompt ?? "", answer: result.text,
-                    ...(result.thinking !== null ? {thinking: result.thinking} : {}), system: r.system ?? history?.system ?? null,
-                    tokens: result.promptTokens + result.completionTokens});
+                : conversations.record(r.conversation, r.reply.topic, {job: job.id, answer: result.text,
+                    ...(r.prompt !== undefined ? {prompt: r.prompt} : {}), ...(r.toolResults !== undefined ? {toolResults: r.toolResults} : {}),
+                    ...(result.thinking !== null ? {thinking: result.thinking} : {}), ...(result.toolCalls.length > 0 ? {toolCalls: result.toolCalls} : {}),
+                    system: r.system ?? history?.system ?? null, tokens: result.promptTokens + result.completionTokens});
         // after the first token: the rate of generation alone, prompt evaluation excluded
         const genSeconds = (result.totalMs - (result.ttftMs ?? 0)) / 1000;
         const reply = okReply({
             id: r.id, text: result.text, finishReason,
             ...(result.thinking !== null ? {thinking: result.thinking} : {}),
             ...(result.json !== undefined ? {json: result.json} : {}),
+            ...(result.toolCalls.length > 0 ? {toolCalls: result.toolCalls} : {}),
             usage: {promptTokens: result.promptTokens, completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens,
                 cachedPromptTokens: result.cachedPromptTokens},
             timing: {queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: queuedMs + result.totalMs,
@@ -337,6 +348,27 @@ export class RequestPipeline {
     private failQueued(): void {
         for (const job of this.deps.scheduler.takeQueued()) this.replies.error(job.request.id, job.id, job.request.reply, this.unavailable());
     }
+}
+
+/**
+ * A conversation whose last answer called tools takes their results next, and only then a prompt; results
+ * answer exactly the calls it made.
+ */
+function turnOrderProblem(conversation: string, awaiting: readonly string[], results: ReadonlyArray<{toolCallId: string}> | undefined): RequestError | null {
+    if (results === undefined) {
+        return awaiting.length === 0 ? null : new RequestError("invalid_request", `conversation ${conversation} waits for the results of its tool calls `
+            + `(${awaiting.map((id) => JSON.stringify(id)).join(", ")}): send them as toolResults, or end the conversation`, {field: "prompt", awaiting: [...awaiting]});
+    }
+    const given = new Set(results.map((t) => t.toolCallId));
+    const missing = awaiting.filter((id) => !given.has(id));
+    const unknown = [...given].filter((id) => !awaiting.includes(id));
+    if (missing.length === 0 && unknown.length === 0) return null;
+    return new RequestError("invalid_request", awaiting.length === 0
+        ? `conversation ${conversation} has no tool calls waiting for results`
+        : `toolResults must answer exactly the calls of conversation ${conversation}'s last answer (${awaiting.map((id) => JSON.stringify(id)).join(", ")})`
+            + `${missing.length > 0 ? `; missing ${missing.map((id) => JSON.stringify(id)).join(", ")}` : ""}`
+            + `${unknown.length > 0 ? `; not waiting: ${unknown.map((id) => JSON.stringify(id.slice(0, 64))).join(", ")}` : ""}`,
+    {field: "toolResults", awaiting: [...awaiting]});
 }
 
 /**

@@ -220,7 +220,7 @@ export function parseCancel(payload: Buffer, maxIdLength = DEFAULT_MAX_ID_LENGTH
     return problem === null ? {ok: true, id: id as string} : refuse("invalid_request", `cancel ${problem}`);
 }
 
-export type FinishReason = "stop" | "length" | "cancelled" | "timeout";
+export type FinishReason = "stop" | "length" | "cancelled" | "timeout" | "tool_calls";
 
 export interface OkReplyInput {
     id: string;
@@ -237,6 +237,10 @@ export interface OkReplyInput {
     usage: {promptTokens: number; completionTokens: number; thinkingTokens: number; cachedPromptTokens: number};
     /** ttftMs is null when no token was produced (e.g. cancelled in the prompt phase). */
     timing: {queueMs: number; ttftMs: number | null; totalMs: number; tokensPerSecond: number};
+    /** the calls to the request's tools (finishReason "tool_calls"): the client runs them and continues */
+    toolCalls?: Array<{id: string; name: string; arguments: unknown; error?: string}>;
+    /** the device actions the model called, and what became of each (docs/ACTIONS.md) */
+    actions?: Array<{name: string; arguments: unknown; topic?: string; status: "published" | "refused" | "invalid"; reason?: string}>;
     /** the conversation this turn continued, after it: turns kept and the tokens its history now holds */
     conversation?: ConversationInfo;
     model: string;
@@ -282,6 +286,8 @@ export function okReply(result: OkReplyInput): OkReply {
             totalMs: Math.round(timing.totalMs),
             tokensPerSecond: Math.round(timing.tokensPerSecond * 10) / 10
         },
+        ...(result.toolCalls !== undefined && result.toolCalls.length > 0 ? {toolCalls: result.toolCalls} : {}),
+        ...(result.actions !== undefined && result.actions.length > 0 ? {actions: result.actions} : {}),
         ...(result.conversation !== undefined ? {conversation: result.conversation} : {}),
         model: result.model,
         device: result.device

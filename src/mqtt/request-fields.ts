@@ -9,6 +9,7 @@ import {JSON_SCHEMA_LIMITS, jsonSchemaLimitProblem, type JsonSchemaLimits} from 
 import type {ChatMessage, GenerationOptions, ThinkingSetting} from "../inference/generation.js";
 import {didYouMean, LONE_SURROGATE} from "../util/text.js";
 import {validatePublishTopic} from "./topics.js";
+import {actionsField, checkToolOrder, toolCallIdField, toolCallsField, toolResultsField, toolsField} from "./tool-fields.js";
 
 export interface ProtocolLimits {
     maxPayloadBytes: number;
@@ -38,17 +39,21 @@ export interface RequestFields extends GenerationOptions {
     conversation?: string;
     /** forget the conversation: after answering `prompt`, or at once when there is none */
     endConversation?: boolean;
+    /** the device actions this request grants by name (docs/ACTIONS.md) */
+    actions?: string[];
+    /** in a conversation: the results of the calls its last turn made, in place of a prompt */
+    toolResults?: Array<{toolCallId: string; content: string}>;
 }
 
 /** Every field a JSON request may carry; anything else is refused by name. */
 export const REQUEST_FIELDS = [
     "id", "prompt", "messages", "system", "maxTokens", "temperature", "topP", "topK", "minP", "seed",
-    "stop", "jsonSchema", "thinking", "stream", "timeoutMs", "replyTo", "conversation", "endConversation"
+    "stop", "jsonSchema", "thinking", "stream", "timeoutMs", "replyTo", "conversation", "endConversation", "tools", "actions", "toolResults"
 ] as const;
 
 const MAX_STOP_LENGTH = 64;
 const MAX_SEED = 2 ** 32 - 1;
-const ROLES: readonly ChatMessage["role"][] = ["system", "user", "assistant"];
+const ROLES: readonly ChatMessage["role"][] = ["system", "user", "assistant", "tool"];
 // eslint-disable-next-line no-control-regex
 const ID_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f+#]/;
 
@@ -148,15 +153,20 @@ function messagesField(obj: Record<string, unknown>, hasSystemField: boolean): C
         const at = `messages[${i}]`;
         if (!isPlainObject(entry))
             throw invalid(at, `${at} must be an object {"role", "content"} (got ${describeValue(entry)})`);
-        const extra = Object.keys(entry).find((key) => key !== "role" && key !== "content");
-        if (extra !== undefined)
-            throw invalid(`${at}.${extra.slice(0, 64)}`, `${at} has the unknown field ${JSON.stringify(extra.slice(0, 64))}; allowed: role, content`);
         const role = entry.role;
         if (typeof role !== "string" || !(ROLES as readonly string[]).includes(role))
             throw invalid(`${at}.role`, `${at}.role must be one of ${ROLES.join(", ")} (got ${describeRole(role)})`);
+        // an assistant message may carry the calls it made, a tool message names the call it answers
+        const allowed = ["role", "content", ...(role === "assistant" ? ["toolCalls"] : role === "tool" ? ["toolCallId"] : [])];
+        const extra = Object.keys(entry).find((key) => !allowed.includes(key));
+        if (extra !== undefined)
+            throw invalid(`${at}.${extra.slice(0, 64)}`, `${at} has the unknown field ${JSON.stringify(extra.slice(0, 64))}; allowed for role ${role}: ${allowed.join(", ")}`);
         if (typeof entry.content !== "string")
             throw invalid(`${at}.content`, `${at}.content must be a string (got ${describeValue(entry.content)})`);
-        return {role: role as ChatMessage["role"], content: entry.content};
+        const message: ChatMessage = {role: role as ChatMessage["role"], content: entry.content};
+        if (role === "assistant" && entry.toolCalls !== undefined && entry.toolCalls !== null) message.toolCalls = toolCallsField(entry, at);
+        if (role === "tool") message.toolCallId = toolCallIdField(entry, at);
+        return message;
     });
     // The chat template puts the system prompt first, once; anywhere else it would be ambiguous.
     const laterSystem = messages.findIndex((m, i) => m.role === "system" && i > 0);
@@ -164,10 +174,11 @@ function messagesField(obj: Record<string, unknown>, hasSystemField: boolean): C
         throw invalid(`messages[${laterSystem}].role`, `messages[${laterSystem}].role may be "system" only in the first message`);
     if (hasSystemField && messages[0]?.role === "system")
         throw invalid("system", "give the system prompt either as system or as a first \"system\" message, not both");
+    checkToolOrder(messages);
     const last = messages[messages.length - 1];
-    if (last?.role !== "user")
-        throw invalid(`messages[${messages.length - 1}].role`, `the last message must be from "user" (got ${describeRole(last?.role)})`);
-    if (last.content.trim() === "")
+    if (last?.role !== "user" && last?.role !== "tool")
+        throw invalid(`messages[${messages.length - 1}].role`, `the last message must be from "user", or the "tool" results of the calls before it (got ${describeRole(last?.role)})`);
+    if (last.role === "user" && last.content.trim() === "")
         throw invalid(`messages[${messages.length - 1}].content`, "the last user message must not be empty");
     return messages;
 }
@@ -227,11 +238,16 @@ export function readRequestFields(obj: Record<string, unknown>, limits: Protocol
     const endConversation = booleanField(obj, "endConversation");
     if (endConversation !== undefined && conversation === undefined)
         throw invalid("endConversation", "endConversation needs conversation: the name of the conversation to end");
+    const toolResults = toolResultsField(obj);
+    if (toolResults !== undefined && conversation === undefined)
+        throw invalid("toolResults", "toolResults continue a conversation: name it (conversation); without one, send the whole history as messages with \"tool\" messages");
+    if (toolResults !== undefined && (prompt !== undefined || messages !== undefined))
+        throw invalid("toolResults", "send either toolResults (the results of the conversation's last calls) or a prompt, not both");
     if (conversation !== undefined && messages !== undefined)
         throw invalid("messages", "a conversation keeps its own turns: send the new prompt alone, not messages (or leave out conversation and send the whole history as messages)");
     if (prompt !== undefined && messages !== undefined)
         throw invalid("prompt", "give either prompt or messages, not both");
-    if (prompt === undefined && messages === undefined && endConversation !== true)
+    if (prompt === undefined && messages === undefined && toolResults === undefined && endConversation !== true)
         throw invalid("prompt", "a request needs prompt (a non-empty string) or messages (a non-empty array)");
 
     let replyTo: string | undefined;
@@ -256,6 +272,10 @@ export function readRequestFields(obj: Record<string, unknown>, limits: Protocol
         jsonSchema = obj.jsonSchema;
     }
 
+    const tools = toolsField(obj);
+    const actions = actionsField(obj);
+    if (jsonSchema !== undefined && (tools !== undefined || actions !== undefined))
+        throw invalid("jsonSchema", "jsonSchema cannot be combined with tools or actions: a call and a constrained answer are two different grammars");
     const fields: RequestFields = {
         maxTokens: integerIn(obj, "maxTokens", 1, limits.maxTokensCap) ?? limits.defaultMaxTokens,
         thinking: thinkingField(obj, limits.maxTokensCap),
@@ -263,7 +283,7 @@ export function readRequestFields(obj: Record<string, unknown>, limits: Protocol
         timeoutMs: integerIn(obj, "timeoutMs", 1, limits.maxTimeoutMs) ?? limits.defaultTimeoutMs
     };
     const optional = {
-        prompt, messages, system, replyTo, jsonSchema, conversation, endConversation,
+        prompt, messages, system, replyTo, jsonSchema, conversation, endConversation, tools, actions, toolResults,
         temperature: numberIn(obj, "temperature", 0, 2),
         topP: numberIn(obj, "topP", 0, 1, true),
         topK: integerIn(obj, "topK", 0, null),
@@ -286,9 +306,13 @@ export function readRequestFields(obj: Record<string, unknown>, limits: Protocol
  */
 export function requestJsonSchema(limits?: Pick<ProtocolLimits, "maxTokensCap" | "maxTimeoutMs" | "maxStopSequences" | "maxIdLength" | "defaultMaxTokens" | "defaultTimeoutMs">): object {
     const cap = limits === undefined ? {} : {maximum: limits.maxTokensCap};
+    const call = {type: "object", properties: {id: {type: "string"}, name: {type: "string"}, arguments: {type: "object"}},
+        required: ["id", "name", "arguments"], additionalProperties: false};
     const message = {
         type: "object",
-        properties: {role: {enum: ROLES}, content: {type: "string"}},
+        properties: {role: {enum: ROLES}, content: {type: "string"},
+            toolCalls: {type: "array", minItems: 1, items: call, description: "An assistant message: the calls a reply's toolCalls gave."},
+            toolCallId: {type: "string", description: "A \"tool\" message: the id of the call whose result content is."}},
         required: ["role", "content"],
         additionalProperties: false
     };
@@ -329,12 +353,21 @@ export function requestJsonSchema(limits?: Pick<ProtocolLimits, "maxTokensCap" |
                 pattern: "^[^\\u0000-\\u001f\\u007f-\\u009f+#]+$",
                 description: "Continue this conversation: the device keeps its turns (per reply topic), so send only the new prompt, never messages. Unused conversations are forgotten after a while."},
             endConversation: {type: "boolean", description: "Forget the conversation after answering prompt, or at once when there is no prompt."},
+            tools: {type: "array", minItems: 1, maxItems: 16, items: {type: "object", properties: {name: {type: "string", pattern: "^[A-Za-z_][A-Za-z0-9_-]{0,63}$"},
+                description: {type: "string", maxLength: 2048}, parameters: {type: "object"}}, required: ["name"], additionalProperties: false},
+            description: "Tools the model may call: a call ends the answer with finishReason \"tool_calls\" and toolCalls; run them and continue with messages that add the assistant's toolCalls and a \"tool\" message per result."},
+            toolResults: {type: "array", minItems: 1, maxItems: 16, items: {type: "object", properties: {toolCallId: {type: "string"}, content: {type: "string"}},
+                required: ["toolCallId", "content"], additionalProperties: false},
+            description: "In a conversation whose last answer called tools: each call's result, in place of a prompt."},
+            actions: {type: "array", minItems: 1, maxItems: 16, items: {type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$"},
+                description: "Device actions (configured on the device) this request grants by name: the device runs the model's calls to them itself and lists them in the reply's actions."},
             replyTo: {type: "string", minLength: 1, pattern: "^[^$+#\\u0000][^+#\\u0000]*$",
                 description: "Reply topic when the MQTT v5 Response Topic is absent; no wildcards, no empty levels, no control characters or Unicode noncharacters, and not a topic the device's reply policy forbids (any qwen-edge device's status, info, health, request and cancel topics, another device's response topic, Home Assistant's, a route's input, outside mqtt.replyTopics)."}
         },
-        oneOf: [{required: ["prompt"], not: {required: ["messages"]}}, {required: ["messages"], not: {anyOf: [{required: ["prompt"]}, {required: ["conversation"]}]}},
+        oneOf: [{required: ["prompt"], not: {anyOf: [{required: ["messages"]}, {required: ["toolResults"]}]}}, {required: ["messages"], not: {anyOf: [{required: ["prompt"]}, {required: ["conversation"]}]}},
             {required: ["conversation", "endConversation"], properties: {endConversation: {const: true}},
-                not: {anyOf: [{required: ["prompt"]}, {required: ["messages"]}]}}],
+                not: {anyOf: [{required: ["prompt"]}, {required: ["messages"]}, {required: ["toolResults"]}]}},
+            {required: ["conversation", "toolResults"], not: {anyOf: [{required: ["prompt"]}, {required: ["messages"]}]}}],
         additionalProperties: false
     };
 }

@@ -109,7 +109,9 @@ async function runFilled(name: string, device: string, variant: ModelVariant, qu
             JSON.stringify({id, prompt: words(wordCount, k), maxTokens: FILL_MAX_TOKENS, timeoutMs: 3_600_000}))));
         const replies = await Promise.all(ids.map(async (id) =>
             (await client.waitFor(`reply to ${id}`, (m) => m.topic === `${base}/response` && m.json?.id === id, 3_600_000)).json!));
-        await Promise.all(Array.from({length: parallel}, (_, k) => conversationTwice(base, `${name}-conv-${k}`, k)));
+        // One sequence at a time: llama.cpp's arithmetic depends on the batch a token was evaluated in, and two
+        // sequences evaluating at once share batches in an order of their own (docs/PROMPT-REUSE.md, "Same answer").
+        for (let k = 0; k < parallel; k++) await conversationTwice(base, `${name}-conv-${k}`, k);
         const afterFill = processMemory(pid).hwmBytes;
         const checkpointBytes = await heldCheckpointBytes(base);
         cases.push({name, planned: plan.requiredBytes, afterLoad, afterFill, checkpoints: checkpointBytes, plannedCheckpoints: plan.checkpointBytes});

@@ -25,6 +25,8 @@ export interface DaemonStart {
     device: string;
     /** a tiny model of that kind as model.path, or "none" to plan from model.dir; default "scripted" */
     model?: TinyModelKind | "none";
+    /** a GGUF made by the test (e.g. a tool-call model for a given tool) as model.path, in place of `model` */
+    modelPath?: string;
     /** more CLI arguments; one given here wins over the test default (see baseArgs) */
     args?: string[];
     env?: NodeJS.ProcessEnv;
@@ -65,7 +67,8 @@ export class Harness {
     /** Starts a daemon without waiting for anything (dispose kills it). */
     public async spawn(o: DaemonStart): Promise<DaemonProcess> {
         const model = o.model ?? "scripted";
-        const daemon = spawnDaemon({brokerUrl: o.brokerUrl ?? this.broker.url, modelPath: model === "none" ? "" : await modelFile(model),
+        const daemon = spawnDaemon({brokerUrl: o.brokerUrl ?? this.broker.url,
+            modelPath: o.modelPath ?? (model === "none" ? "" : await modelFile(model)),
             deviceId: o.device, stateDir: o.stateDir ?? join(this.dir, `state-${++this.stateDirs}`),
             ...(o.args ? {args: o.args} : {}), ...(o.env ? {env: o.env} : {}), ...(o.prefix ? {prefix: o.prefix} : {})});
         this.daemons.push(daemon);

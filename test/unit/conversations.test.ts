@@ -41,7 +41,7 @@ describe("ConversationStore", () => {
         const info = store.record("kitchen", "r/a", {...turn("j2", 2, 180), thinking: "hmm"});
         assert.deepEqual(info, {id: "kitchen", turns: 2, tokens: 180});
         const h = store.history("kitchen", "r/a", "j3");
-        assert.deepEqual(h, {system: "be brief", turns: 2, tokens: 180, messages: [
+        assert.deepEqual(h, {system: "be brief", turns: 2, tokens: 180, awaitingResults: [], messages: [
             {role: "user", content: "question 1"}, {role: "assistant", content: "answer 1"},
             {role: "user", content: "question 2"}, {role: "assistant", content: "answer 2", thinking: "hmm"}]});
         assert.equal(store.history("kitchen", "r/b", "j3"), null, "the same name on another reply topic is another conversation");

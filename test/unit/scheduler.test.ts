@@ -242,14 +242,17 @@ void describe("Scheduler", () => {
         assert.ok(t.lines.some((l) => l.message === "job runner failed" && l.id === "a"), JSON.stringify(t.lines));
     });
 
-    // Found while writing these tests: Node fires a setTimeout longer than 2^31-1 ms (24.8 days) after
-    // 1 ms. inference.maxTimeoutMs has no upper bound, so a request allowed a 30-day timeoutMs is
-    // answered `timeout` at once. Marked todo until the scheduler caps or re-arms its deadline timer.
-    void it("keeps a job whose deadline is more than 24.8 days away", {todo: "scheduler.ts: deadline timers past 2^31-1 ms fire at once"}, () => {
+    // Node fires a setTimeout longer than 2^31-1 ms (24.8 days) after 1 ms, and inference.maxTimeoutMs has no
+    // upper bound: the scheduler re-arms a far deadline in steps.
+    void it("keeps a job whose deadline is more than 24.8 days away", () => {
         const t = setup();
         t.scheduler.submit(t.job("running"));
         t.scheduler.submit(t.job("month", 30 * 24 * 3600 * 1000));
         mock.timers.tick(1000);
         assert.deepEqual(t.expired, []);
+        mock.timers.tick(25 * 24 * 3600 * 1000);
+        assert.deepEqual(t.expired, [], "past the first 24.8-day step, still waiting");
+        mock.timers.tick(5 * 24 * 3600 * 1000);
+        assert.deepEqual(t.expired, [{id: "month", reason: "timeout"}], "and stopped at its deadline");
     });
 });
