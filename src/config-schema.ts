@@ -5,6 +5,7 @@
  */
 import type convict from "convict";
 // Types only (erased at run time): the schema depends on no module's code.
+import type {ActionConfig} from "./actions/action.js";
 import type {LogFormat} from "./log.js";
 import type {ModelVariant, Quantization} from "./models/catalog.js";
 import type {ThinkingSetting} from "./mqtt/request-fields.js";
@@ -39,6 +40,7 @@ export interface QwenEdgeConfigShape {
         lowMemoryBytes: number; throttleCommandIntervalSeconds: number;
     };
     routes: RouteConfig[];
+    actions: ActionConfig[];
 }
 
 /** A value a route filter compares with (`equals`, `in`). */
@@ -76,6 +78,8 @@ export interface RouteConfig {
     system?: string;
     /** a template naming the conversation each message continues, e.g. "{{topic.1}}" (docs/ROUTES.md) */
     conversation?: string;
+    /** device actions granted to this route's requests, by name (docs/ACTIONS.md) */
+    actions?: string[];
     maxTokens?: number;
     timeoutMs?: number;
     jsonSchema?: Record<string, unknown>;
@@ -191,6 +195,11 @@ export const configSchema: convict.Schema<QwenEdgeConfigShape> = {
         doc: "Prompt routes: answer other devices' messages on their own topics (see docs/ROUTES.md). A list, best written in this file; as an environment variable or argument it is JSON.",
         // The "routes" format is registered in config.ts: checked by compileRoutes, read as JSON from env/args.
         format: "routes", default: []
+    },
+    actions: {
+        doc: "Device actions: tools the model may call that the device runs itself by publishing one MQTT message, only when a request or route grants them by name (see docs/ACTIONS.md). A list, best written in this file; as an environment variable or argument it is JSON.",
+        // The "actions" format is registered in config.ts: checked by compileActions, read as JSON from env/args.
+        format: "actions", default: []
     }
 };
 

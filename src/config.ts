@@ -13,6 +13,7 @@ import {QUANTIZATIONS, isQuantization} from "./models/catalog.js";
 import {parseSize} from "./util/size.js";
 import {sanitizeDeviceId, topicLayout, validateTopicFilter} from "./mqtt/topics.js";
 import {compileRoutes, deviceRouteProblems, routesFromJson} from "./routes/route.js";
+import {compileActions} from "./actions/action.js";
 import {passwordNotAccepted} from "./mqtt/credentials.js";
 import {configSchema, type QwenEdgeConfigShape, type SchemaNode} from "./config-schema.js";
 
@@ -39,6 +40,17 @@ convict.addFormat({name: "topicFilterList", coerce: (v: unknown) => typeof v ===
     }});
 convict.addFormat({name: "routes", coerce: routesFromJson, validate: (value: unknown): void => {
     const {problems} = compileRoutes(value);
+    if (problems.length > 0) throw new Error(problems.join("\n"));
+}});
+
+convict.addFormat({name: "actions", coerce: (text: string): unknown => {
+    try {
+        return JSON.parse(text) as unknown;
+    } catch {
+        throw new Error("actions: as an environment variable or argument, actions must be a JSON list (this is not valid JSON); they are easier to write in the YAML file");
+    }
+}, validate: (value: unknown): void => {
+    const {problems} = compileActions(value);
     if (problems.length > 0) throw new Error(problems.join("\n"));
 }});
 
@@ -145,6 +157,10 @@ function resolveDefaults(config: QwenEdgeConfig, env: NodeJS.ProcessEnv): QwenEd
         throw new ConfigError(`inference.defaultMaxTokens (${c.inference.defaultMaxTokens}) must not exceed inference.maxTokensCap (${c.inference.maxTokensCap})`);
     if (c.inference.defaultTimeoutMs > c.inference.maxTimeoutMs)
         throw new ConfigError(`inference.defaultTimeoutMs (${c.inference.defaultTimeoutMs}) must not exceed inference.maxTimeoutMs (${c.inference.maxTimeoutMs})`);
+    const actionNames = new Set(compileActions(c.actions).actions.map((a) => a.name));
+    const grants = compileRoutes(c.routes).routes.flatMap((r, i) => (r.actions ?? []).filter((a) => !actionNames.has(a))
+        .map((a) => `routes[${i}] (${r.name}).actions names ${JSON.stringify(a)}, which is not a configured action (configured: ${[...actionNames].join(", ") || "none"})`));
+    if (grants.length > 0) throw new ConfigError(grants.join("\n"));
     if (c.routes.length > 0) {
         const problems = deviceRouteProblems(compileRoutes(c.routes).routes, topicLayout(c.mqtt.baseTopic, c.device.id, c.mqtt.fleetGroup), c.inference,
             {discoveryPrefix: c.telemetry.discoveryPrefix, allow: c.mqtt.replyTopics});
@@ -182,6 +198,7 @@ function rewordConvictError(message: string, configFile: string | undefined): st
         if (unknown) return `${unknown[1]}: unknown key${configFile ? ` in ${configFile}` : ""} (see \`qwen-edge config --example\` for every key)`;
         // Route problems name routes[i].field themselves; convict's dump of the whole list would bury them.
         if (line.startsWith("routes")) return line.replace(/^routes: (?=routes)/, "").replace(/: value was .*$/, "");
+        if (line.startsWith("actions")) return line.replace(/^actions: (?=actions)/, "").replace(/: value was .*$/, "");
         return line.replace(/^([\w.]+): /, "$1: ");
     });
     return lines.join("\n");

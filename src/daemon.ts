@@ -21,6 +21,8 @@ import {brokerAuth, readBrokerSecrets} from "./mqtt/credentials.js";
 import {FleetMembership} from "./mqtt/fleet-membership.js";
 import {SessionGuard} from "./mqtt/session-guard.js";
 import {replyPolicy} from "./mqtt/reply-policy.js";
+import {compileActions} from "./actions/action.js";
+import {ActionExecutor} from "./actions/executor.js";
 import {MqttLink, type LinkOptions} from "./mqtt/link.js";
 import type {ProtocolLimits} from "./mqtt/protocol.js";
 import {topicLayout, type TopicLayout} from "./mqtt/topics.js";
@@ -131,7 +133,9 @@ export class Daemon {
                 onProblem: (reason) => void this.status.setCondition("fleet", reason)});
         }
         this.pipeline = new RequestPipeline({log, layout: this.layout, limits, policy, link: this.link, store: this.store, scheduler: this.scheduler,
-            engine: this.engine, router: this.router, events, conversations: this.conversations, streamIntervalMs: c.inference.streamIntervalMs, dedupeWindowMs: DEDUPE_WINDOW_MS});
+            engine: this.engine, router: this.router, events, conversations: this.conversations,
+            actions: new ActionExecutor({log, actions: compileActions(c.actions).actions, device: c.device.id, policy: {...policy, allow: []},
+                publish: (topic, payload, options) => this.link.publish(topic, payload, options)}), streamIntervalMs: c.inference.streamIntervalMs, dedupeWindowMs: DEDUPE_WINDOW_MS});
         this.status = new StatusReporter({log, topic: this.layout.status, link: this.link,
             onChange: (status) => this.deps.onStatus?.(status), identity: {instance: this.instance, host: hostname()}});
         this.telemetry = new Telemetry({log, config: c, layout: this.layout, link: this.link, status: this.status, events,

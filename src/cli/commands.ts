@@ -6,6 +6,7 @@ import {statusCommand} from "./status.js";
 import {renderExampleConfig} from "./config-example.js";
 import {runCommand} from "./run.js";
 import {routesCommand} from "./routes.js";
+import {actionsCommand} from "./actions.js";
 import {splitArgs} from "./args.js";
 import {EXIT} from "./exit.js";
 import {ConfigError} from "../errors.js";
@@ -20,6 +21,7 @@ export const commands: Record<string, Command> = {
     status: statusCommand,
     homeassistant: homeAssistantCommand,
     routes: routesCommand,
+    actions: actionsCommand,
     config: async (args) => {
         const {flags} = splitArgs(args, {booleans: ["example"]});
         if (flags.example !== true) throw new ConfigError("config: use `qwen-edge config --example` to print every key with its default");
@@ -40,6 +42,7 @@ Usage:
   qwen-edge status [--device ID]     state, model and health of one device or every device
   qwen-edge homeassistant remove     delete this device from Home Assistant's discovery
   qwen-edge routes list | test NAME  the prompt routes, and what one would do with a message
+  qwen-edge actions list | test NAME the device actions, and what one call would publish
   qwen-edge config --example         print every configuration key with its default (YAML)
   qwen-edge help COMMAND             help for one command
 
@@ -120,6 +123,20 @@ test   shows what the route would do with one message on TOPIC carrying TEXT (de
        system prompt and the prompt it would build. Nothing is loaded or connected. Exits 0 when
        the message would be queued, 1 when it would be filtered or refused, 2 on a bad
        configuration (a loop, an unknown placeholder, ...) or an unknown route.
+`,
+    actions: `qwen-edge actions list [--config FILE.yaml]
+qwen-edge actions test NAME --args JSON [--config FILE.yaml]
+
+Device actions (the \`actions:\` list of the configuration; see docs/ACTIONS.md) are tools the
+model may call that the device runs itself, by publishing one MQTT message, only for requests
+and routes that grant them by name ("actions": ["set_light"]).
+
+list   prints every action: its parameters (? = optional), topic template, QoS, retain, rate
+       limit, and the routes that grant it.
+test   checks one call with the arguments --args (a JSON object) exactly as the daemon would:
+       the schema, the topic built from the arguments, the publish policy; prints the topic and
+       payload it would publish. Nothing is published, loaded or connected. Exits 0 when the call
+       would be published, 1 when it would be refused or is invalid, 2 on a bad configuration.
 `,
     config: `qwen-edge config --example
 

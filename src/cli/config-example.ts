@@ -32,7 +32,7 @@ export function renderExampleConfig(): string {
     return lines.join("\n");
 }
 
-/** A key with no section (`routes`): a list, shown with a commented example entry. */
+/** A key with no section (`routes`, `actions`): a list, shown with a commented example entry. */
 function topLevelKey(key: string, node: SchemaNode): string[] {
     const lines = wrap(node.doc, 98).map((l) => `# ${l}`);
     lines.push(`# env ${envNameFor(key)}, arg --${argNameFor(key)} (JSON).`);
@@ -40,6 +40,10 @@ function topLevelKey(key: string, node: SchemaNode): string[] {
         lines.push("# routes:", "#   - name: doorbell", "#     topic: home/+/doorbell",
             "#     prompt: \"Someone rang the {{topic.1}} doorbell and said: {{payload}}. Announce it in one short sentence.\"",
             "#     reply: {topic: \"home/{{topic.1}}/doorbell/announcement\"}");
+    } else if (key === "actions") {
+        lines.push("# actions:", "#   - name: set_light", "#     description: Switch a room's light on or off",
+            "#     parameters: {type: object, properties: {room: {enum: [kitchen, hall]}, state: {enum: [\"ON\", \"OFF\"]}}, required: [room, state]}",
+            "#     publish: {topic: \"home/{{args.room}}/light/set\", payload: \"{{args.state}}\"}");
     } else lines.push(`# ${key}: ${yamlValue(node.default)}`);
     return lines;
 }

@@ -15,6 +15,7 @@ import type {IPublishPacket} from "mqtt";
 import {describeError, RequestError} from "../errors.js";
 import type {EventBus, ModelStateChange} from "../events.js";
 import type {Engine, GenerateResult} from "../inference/engine.js";
+import type {ActionExecutor} from "../actions/executor.js";
 import type {ChatMessage} from "../inference/generation.js";
 import type {Scheduler, StopReason} from "../inference/scheduler.js";
 import {StreamCoalescer} from "../inference/stream.js";
@@ -56,6 +57,8 @@ export interface PipelineDeps {
     router: Router;
     events: EventBus;
     conversations: ConversationStore;
+    /** the configured device actions (src/actions/executor.ts) */
+    actions: ActionExecutor;
     /** streamed chunks are coalesced over this many milliseconds */
     streamIntervalMs: number;
     /** how long answered ids are remembered (the job store's window), for the duplicate_id message */
@@ -168,6 +171,13 @@ export class RequestPipeline {
             this.replies.error(r.id, job.id, r.reply, order);
             return;
         }
+        const grantProblem = r.actions === undefined ? null : actionGrantProblem(r.actions, r.tools?.map((t) => t.name) ?? [], this.deps.actions);
+        if (grantProblem !== null) {
+            log.warn("request refused", {id: r.id, code: grantProblem.code, field: "actions", message: grantProblem.message});
+            this.replies.error(r.id, job.id, r.reply, grantProblem);
+            return;
+        }
+        const granted = r.actions === undefined ? null : this.deps.actions.forRequest(r.id, r.actions);
         const system = r.system ?? history?.system ?? undefined;
         const next: ChatMessage[] = r.toolResults !== undefined
             ? r.toolResults.map((t) => ({role: "tool", content: t.content, toolCallId: t.toolCallId}))
@@ -180,6 +190,7 @@ export class RequestPipeline {
         let result: GenerateResult;
         try {
             result = await engine.generate({id: r.id, options, signal,
+                ...(granted !== null ? {actions: this.deps.actions.definitions(r.actions ?? []), runAction: (call) => granted.run(call)} : {}),
                 ...(stream ? {onTextDelta: (delta: string) => stream.push(delta), onThoughtDelta: (delta: string) => stream.push(delta, "thinking")} : {})});
         } catch (err) {
             stream?.close();
@@ -209,6 +220,7 @@ export class RequestPipeline {
             ...(result.thinking !== null ? {thinking: result.thinking} : {}),
             ...(result.json !== undefined ? {json: result.json} : {}),
             ...(result.toolCalls.length > 0 ? {toolCalls: result.toolCalls} : {}),
+            ...(granted !== null && granted.records.length > 0 ? {actions: granted.records} : {}),
             usage: {promptTokens: result.promptTokens, completionTokens: result.completionTokens, thinkingTokens: result.thinkingTokens,
                 cachedPromptTokens: result.cachedPromptTokens},
             timing: {queueMs: queuedMs, ttftMs: result.ttftMs, totalMs: queuedMs + result.totalMs,
@@ -348,6 +360,19 @@ export class RequestPipeline {
     private failQueued(): void {
         for (const job of this.deps.scheduler.takeQueued()) this.replies.error(job.request.id, job.id, job.request.reply, this.unavailable());
     }
+}
+
+/** A grant naming an action this device does not have, or an action and a client tool of the same name. */
+function actionGrantProblem(granted: readonly string[], tools: readonly string[], executor: ActionExecutor): RequestError | null {
+    const unknown = executor.unknown(granted);
+    if (unknown.length > 0) {
+        const names = executor.names();
+        return new RequestError("invalid_request", `actions names ${unknown.map((n) => JSON.stringify(n)).join(", ")}, which ${unknown.length === 1 ? "is" : "are"} `
+            + `not configured on this device (configured: ${names.length > 0 ? names.join(", ") : "none"})`, {field: "actions"});
+    }
+    const clash = granted.find((name) => tools.includes(name));
+    return clash === undefined ? null
+        : new RequestError("invalid_request", `${JSON.stringify(clash)} is both a granted action and one of the request's tools; rename the tool`, {field: "tools"});
 }
 
 /**

@@ -36,11 +36,13 @@ export interface Route {
     timeoutMs?: number;
     jsonSchema?: Record<string, unknown>;
     thinking?: ThinkingSetting;
+    /** device actions this route grants its requests (docs/ACTIONS.md); checked against `actions:` when the config loads */
+    actions?: string[];
     reply: {topic: Template; format: "text" | "json"; retain: boolean; qos: 0 | 1 | 2; maxRetainedTopics: number};
 }
 
 const ROUTE_KEYS = ["name", "topic", "payload", "onInvalid", "filter", "minIntervalMs", "maxPerMinute", "prompt", "system", "conversation", "maxTokens",
-    "timeoutMs", "jsonSchema", "thinking", "reply"];
+    "timeoutMs", "jsonSchema", "thinking", "actions", "reply"];
 const REPLY_KEYS = ["topic", "format", "retain", "qos", "maxRetainedTopics"];
 /** A route as a whole: enough for a few dozen sensors, too few to bury the queue and the native requests. */
 export const DEFAULT_MAX_PER_MINUTE = 30;
@@ -202,6 +204,13 @@ function compileRoute(raw: unknown, at: string): Route {
     if (timeoutMs !== undefined) route.timeoutMs = timeoutMs;
     if (thinking !== undefined) route.thinking = thinking;
     if (raw.jsonSchema !== undefined) route.jsonSchema = raw.jsonSchema;
+    if (raw.actions !== undefined) {
+        if (!Array.isArray(raw.actions) || raw.actions.length === 0 || raw.actions.length > 16
+            || !raw.actions.every((a) => typeof a === "string" && /^[A-Za-z0-9_-]{1,64}$/.test(a)))
+            throw new Problem(`${at}.actions must be a list of 1 to 16 action names (from the configuration's actions:)`);
+        if (raw.jsonSchema !== undefined) throw new Problem(`${at}.actions cannot be combined with jsonSchema: a call and a constrained answer are two different grammars`);
+        route.actions = [...new Set(raw.actions as string[])];
+    }
     return route;
 }
 

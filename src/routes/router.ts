@@ -123,6 +123,7 @@ export function evaluateRoute(route: Route, msg: RoutedMessage, env: RouteEnv): 
             timeoutMs: route.timeoutMs, jsonSchema: route.jsonSchema, thinking: route.thinking};
         if (route.system !== null) body.system = renderText(route.system, values, "system");
         if (route.conversation !== null) body.conversation = renderText(route.conversation, values, "conversation");
+        if (route.actions !== undefined) body.actions = route.actions;
         // The same field rules and caps as a native JSON request.
         const fields = readRequestFields(body, env.limits);
         const deadline = requestDeadline(msg.receivedAt, fields.timeoutMs, msg.messageExpirySeconds);
