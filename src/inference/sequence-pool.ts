@@ -34,6 +34,8 @@ interface Slot {
     busy: boolean;
     /** when it last served a request (the least recently used one is given up first) */
     usedAt: number;
+    /** the tokens our checkpoint at the last prompt head covers (0: none); see restorable() */
+    head: number;
 }
 
 export class SequencePool {
@@ -55,7 +57,7 @@ export class SequencePool {
     public constructor(context: LlamaContext, count: number, private readonly checkpoints: number) {
         for (let i = 0; i < count; i++) {
             const sequence = context.getSequence(checkpoints > 0 ? {checkpoints: {max: checkpoints, interval: false, maxMemory: null}} : {});
-            this.slots.push({sequence, busy: false, usedAt: 0});
+            this.slots.push({sequence, busy: false, usedAt: 0, head: 0});
         }
     }
 
@@ -78,12 +80,14 @@ export class SequencePool {
         let bestReuse = MIN_HEAD_TOKENS - 1;
         if (this.reuse) {
             for (const slot of free) {
-                const reuse = restorable(slot.sequence, prompt);
+                const reuse = restorable(slot, prompt);
                 if (reuse > bestReuse) [best, bestReuse] = [slot, reuse];
             }
         }
         best ??= free.reduce<Slot | null>((lru, s) => (lru === null || s.usedAt < lru.usedAt ? s : lru), null);
         if (!best) return null;
+        // a prompt that diverges before the head checkpoint: evaluating it drops that checkpoint
+        if (sharedPrefix(best.sequence.contextTokens, prompt) < best.head) best.head = 0;
         best.busy = true;
         best.usedAt = ++this.uses;
         return best.sequence;
@@ -101,6 +105,8 @@ export class SequencePool {
         const rest = headTokens.slice(sequence.nextTokenIndex);
         if (rest.length > 0) await sequence.evaluateWithoutGeneratingNewTokens(rest);
         await sequence.takeCheckpoint();
+        const slot = this.slots.find((s) => s.sequence === sequence);
+        if (slot) slot.head = head;
     }
 
     /** Counts a request's reuse (for health and /metrics). */
@@ -114,7 +120,10 @@ export class SequencePool {
     public async release(sequence: LlamaContextSequence, clear: boolean): Promise<void> {
         if (clear || !this.reuse) await sequence.clearHistory().catch(() => undefined);
         const slot = this.slots.find((s) => s.sequence === sequence);
-        if (slot) slot.busy = false;
+        if (slot) {
+            slot.busy = false;
+            if (clear || !this.reuse) slot.head = 0;
+        }
     }
 
     public stats(): PoolStats {
@@ -123,12 +132,21 @@ export class SequencePool {
     }
 }
 
-/** Tokens of `prompt` the sequence can give without evaluating: the shared prefix, back to the last checkpoint in it. */
-function restorable(sequence: LlamaContextSequence, prompt: readonly Token[]): number {
+/**
+ * Tokens of `prompt` a slot's sequence can give without evaluating: the shared prefix, back to the last
+ * checkpoint in it. node-llama-cpp 3.21.1's getRestoreToPrefixIndexEvaluationSize() looks only at the newest
+ * checkpoint (one past the index makes it answer "evaluate everything", although the restore itself, which
+ * first drops the checkpoints past the index, uses an earlier one), so the checkpoint we took at the prompt
+ * head counts too. Found with parallel 2: every sequence looked equally useless and a repeated prompt went to
+ * the other one (test/integration/prompt-reuse.test.ts, the real-scale tier).
+ */
+function restorable(slot: Slot, prompt: readonly Token[]): number {
+    const sequence = slot.sequence;
     const shared = Math.min(sharedPrefix(sequence.contextTokens, prompt), prompt.length - 1);
     if (shared <= 0) return 0;
     const evaluate = sequence.getRestoreToPrefixIndexEvaluationSize(shared - 1);
-    return evaluate < 0 ? 0 : shared - evaluate;
+    const newest = evaluate < 0 ? 0 : shared - evaluate;
+    return Math.max(newest, slot.head <= shared ? slot.head : 0);
 }
 
 export function sharedPrefix(a: readonly Token[], b: readonly Token[]): number {
