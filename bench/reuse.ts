@@ -135,7 +135,11 @@ async function main(): Promise<void> {
     await scaleModel(o.variant, "Q4_K_M");
     const plan = runCli(["plan", "--json", ...modelArgs(o), "--inference-context-size", String(CONTEXT_SIZE)]);
     await plan.exited;
-    const planned = (JSON.parse(plan.stdout()) as {choice: {requiredBytes: number; checkpointBytes: number}}).choice;
+    // the choice names the model; its figures (checkpointBytes included) are the matching candidate's
+    const parsedPlan = JSON.parse(plan.stdout()) as {choice: {variant: string; quant: string};
+        candidates: Array<{variant: string; quant: string; requiredBytes: number; checkpointBytes: number}>};
+    const planned = parsedPlan.candidates.find((c) => c.variant === parsedPlan.choice.variant && c.quant === parsedPlan.choice.quant);
+    if (!planned) throw new Error(`plan --json lists no candidate for its choice ${parsedPlan.choice.variant} ${parsedPlan.choice.quant}`);
     const broker = await startBroker();
     const client = await TestClient.connect(broker.url);
     const warm = await startDaemon("bench-reuse", o, broker.url, client, []);
