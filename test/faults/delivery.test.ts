@@ -105,7 +105,7 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
      * start. Then every id is waited for, a barrier request sent, and the replies left to go quiet.
      */
     const storm = async (row: CaseRow, o: {device: string; prefix: string; signal: "SIGKILL" | "SIGTERM"; stopAfterMs: readonly number[];
-        args?: string[]}): Promise<{sent: string[]; t: Tally; answeredInTime: boolean; daemons: DaemonProcess[]}> => {
+        args?: string[]}): Promise<{sent: string[]; t: Tally; answeredInTime: boolean; daemons: DaemonProcess[]; unexplained: string[]; byWindow: number}> => {
         const stateDir = join(h.dir, o.device);
         const daemons: DaemonProcess[] = [];
         const start = async (): Promise<DaemonProcess> => {
@@ -135,6 +135,7 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
             exits.push(exit.signal ?? String(exit.code));
             await start();
         }
+        const killed = (i: number): boolean => exits[i] === "SIGKILL";
         const lastStartAt = Date.now();
         await sleep(1000);
         sending = false;
@@ -165,8 +166,24 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         row.figure("duplicates of pending requests ignored", countLogs(daemons, "duplicate of a pending request: it will be answered once"));
         if (t.lost.length > 0) row.figure("lost ids (first 5)", t.lost.slice(0, 5).join(", "));
         if (t.duplicated.length > 0) row.figure("duplicated ids (first 5)", t.duplicated.slice(0, 5).join(", "));
+        // A duplicate with one known cause: daemon i published the final reply (logged "request done"), was
+        // SIGKILLed before it read the broker's PUBACK (the journal's done record follows the PUBACK), and
+        // daemon i + 1 replayed the job from the journal and answered it again. Any other duplicate (one
+        // instance answering an id twice, a replay of a job whose answer was recorded) is a different bug.
+        const answeredBy = (id: string): number[] => daemons.flatMap((d, i) =>
+            d.logs.filter((l) => l.message === "request done" && l.id === id).map(() => i));
+        const replayedBy = (i: number, id: string): boolean =>
+            daemons[i]?.logs.some((l) => l.message === "replaying unfinished request" && l.id === id) === true;
+        const byWindow = t.duplicated.filter((id) => {
+            const by = answeredBy(id);
+            const replies = finalsByTopic().get(`r/${id}`)?.length ?? 0;
+            return by.length === replies && new Set(by).size === by.length
+                && by.slice(0, -1).every((i) => killed(i) && replayedBy(i + 1, id));
+        });
+        const unexplained = t.duplicated.filter((id) => !byWindow.includes(id));
+        if (o.signal === "SIGKILL") row.figure("duplicated: reply out, SIGKILL before its PUBACK was read", byWindow.length);
         assert.equal((await last.term()).code, 0, "the last daemon stops cleanly");
-        return {sent, t, answeredInTime, daemons};
+        return {sent, t, answeredInTime, daemons, unexplained, byWindow: byWindow.length};
     };
 
     before(async () => {
@@ -226,9 +243,12 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
             + `SIGKILLed ${stopAfterMs.length} times, each ${stopAfterMs.join(", ")} ms after it connected, and restarted on the same state `
             + "directory; the stream stops 1 s after the last restart");
         const r = await storm(row, {device: "dl-kill", prefix: "kill", signal: "SIGKILL", stopAfterMs});
-        row.observe(`${r.sent.length} requests sent: ${r.t.once} answered once, ${r.t.lost.length} lost, ${r.t.duplicated.length} answered more than once`);
+        row.observe(`${r.sent.length} requests sent: ${r.t.once} answered once, ${r.t.lost.length} lost, ${r.t.duplicated.length} answered more `
+            + `than once${r.t.duplicated.length > 0 ? ` (${r.byWindow} of them: the reply was out and the daemon killed before it read the `
+                + "broker's PUBACK, so the journal had no done record and the restart ran it again; QoS 1 cannot tell the restart it was delivered)" : ""}`);
         assert.ok(r.answeredInTime, `every request answered; lost: ${r.t.lost.slice(0, 10).join(", ")}`);
-        assert.deepEqual({lost: r.t.lost, duplicated: r.t.duplicated}, {lost: [], duplicated: []});
+        assert.deepEqual({lost: r.t.lost, duplicatedOtherwise: r.unexplained}, {lost: [], duplicatedOtherwise: []});
+        assert.ok(r.byWindow <= stopAfterMs.length, `at most one reply in flight per slot and kill: ${r.byWindow}`);
         assert.deepEqual(Object.keys(r.t.outcomes), ["ok"], JSON.stringify(r.t.outcomes));
     });
 
@@ -250,9 +270,15 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
             + `SIGKILLed ${stopAfterMs.length} times, each ${stopAfterMs.join(", ")} ms after it connected, and restarted`);
         const r = await storm(row, {device: "dl-par", prefix: "par", signal: "SIGKILL", stopAfterMs,
             args: ["--inference-parallel", "2", "--inference-context-size", "1024"]});
-        row.observe(`${r.sent.length} requests sent: ${r.t.once} answered once, ${r.t.lost.length} lost, ${r.t.duplicated.length} answered more than once`);
+        const loaded = r.daemons.map((d) => d.logs.find((l) => l.message === "model loaded")?.parallel);
+        row.figure("parallel (model loaded)", String(loaded.at(-1)));
+        row.observe(`${r.sent.length} requests sent: ${r.t.once} answered once, ${r.t.lost.length} lost, ${r.t.duplicated.length} answered more `
+            + `than once${r.t.duplicated.length > 0 ? ` (${r.byWindow} of them: the reply was out and the daemon killed before it read the `
+                + "broker's PUBACK, so the journal had no done record and the restart ran it again; QoS 1 cannot tell the restart it was delivered)" : ""}`);
         assert.ok(r.answeredInTime, `every request answered; lost: ${r.t.lost.slice(0, 10).join(", ")}`);
-        assert.deepEqual({lost: r.t.lost, duplicated: r.t.duplicated}, {lost: [], duplicated: []});
+        assert.deepEqual({lost: r.t.lost, duplicatedOtherwise: r.unexplained}, {lost: [], duplicatedOtherwise: []});
+        assert.ok(loaded.every((p) => p === 2 || p === undefined) && loaded.at(-1) === 2, `parallel 2 in every daemon that loaded the model: ${loaded.join(", ")}`);
+        assert.ok(r.byWindow <= 2 * stopAfterMs.length, `at most one reply in flight per slot and kill: ${r.byWindow}`);
         assert.deepEqual(Object.keys(r.t.outcomes), ["ok"], JSON.stringify(r.t.outcomes));
     });
 });
