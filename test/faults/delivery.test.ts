@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import {after, before, describe} from "node:test";
 import {join} from "node:path";
 import type {DaemonProcess} from "../support/daemon.js";
-import {logsSince, logTime, waitUntil} from "../support/fault-kit.js";
+import {finals, logsSince, logTime, waitUntil} from "../support/fault-kit.js";
 import {Harness} from "../support/harness.js";
 import type {Received, TestClient} from "../support/mqtt-client.js";
 import {faultCase, type CaseRow} from "../support/reliability.js";
@@ -280,5 +280,103 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         assert.ok(loaded.every((p) => p === 2 || p === undefined) && loaded.at(-1) === 2, `parallel 2 in every daemon that loaded the model: ${loaded.join(", ")}`);
         assert.ok(r.byWindow <= 2 * stopAfterMs.length, `at most one reply in flight per slot and kill: ${r.byWindow}`);
         assert.deepEqual(Object.keys(r.t.outcomes), ["ok"], JSON.stringify(r.t.outcomes));
+    });
+
+    faultCase("D05", async (row) => {
+        const device = "dl-ids";
+        const stateDir = join(h.dir, device);
+        const request = `qwen-edge/${device}/request`;
+        // A device whose daemon has no session yet: a retained request reaches it only as a retained message.
+        const fresh = "dl-ret";
+        const freshState = join(h.dir, fresh);
+        row.inject("one id sent twice while the first is running; an answered id sent again with the same request, then with another "
+            + "request under it; a request published retained while the daemon runs, and one retained before a daemon ever subscribed; "
+            + "then a SIGTERM and a restart on the same state directory of each, and the answered id sent again");
+        const first = await h.start({device, model: "endless", stateDir, args: daemonArgs()});
+        const errorCode = (m: Received): string | null => m.json?.status === "error" ? String((m.json.error as {code?: unknown}).code) : null;
+        const describe = (m: Received, kept: Received): string => m.text === kept.text ? "the kept answer" : errorCode(m) ?? String(m.json?.status);
+        const runs = (daemons: readonly DaemonProcess[], id: string): number =>
+            daemons.reduce((n, d) => n + d.logs.filter((l) => l.message === "request accepted" && l.id === id).length, 0);
+
+        // Sent again while pending: nothing new, the first is answered once.
+        await send(device, "ids-pending", {prompt: "long", maxTokens: 1000});
+        await send(device, "ids-pending", {prompt: "long", maxTokens: 1000});
+        await first.waitForLog("the copy seen as pending", (l) => l.message === "duplicate of a pending request: it will be answered once"
+            && l.id === "ids-pending", 10_000);
+        await finalReply("ids-pending", 1, 60_000);
+
+        // Answered, then the same request again, then another request under that id.
+        const body = {prompt: "same request", maxTokens: MAX_TOKENS};
+        await send(device, "ids-again", body);
+        const answer = await finalReply("ids-again", 1);
+        await send(device, "ids-again", body);
+        const again = await finalReply("ids-again", 2, 10_000);
+        await send(device, "ids-again", {prompt: "another request", maxTokens: MAX_TOKENS});
+        const other = await finalReply("ids-again", 3, 10_000);
+
+        // Published retained while the daemon is subscribed: the broker forwards it as a live message (retain flag
+        // cleared), so it runs; at the restart the broker sends the retained copy (retain flag set) when the daemon subscribes.
+        await client.publish(request, JSON.stringify({id: "ids-retained", replyTo: "r/ids-retained", prompt: "retained", maxTokens: MAX_TOKENS}),
+            {retain: true});
+        const retainedAnswer = await finalReply("ids-retained", 1, 10_000);
+        // Retained before any daemon subscribed: delivered only as a retained message, refused.
+        await client.publish(`qwen-edge/${fresh}/request`, JSON.stringify({id: "ids-fresh", replyTo: "r/ids-fresh", prompt: "retained",
+            maxTokens: MAX_TOKENS}), {retain: true});
+        const freshFirst = await h.start({device: fresh, model: "endless", stateDir: freshState, args: daemonArgs()});
+        const refused = await finalReply("ids-fresh", 1, 10_000);
+        await quiet();
+        const pendingReplies = tally(["ids-pending"]);
+
+        // The restarts: the retained requests are delivered again when the daemons subscribe; the answered id sent again.
+        assert.equal((await first.term()).code, 0);
+        assert.equal((await freshFirst.term()).code, 0);
+        const restartedAt = Date.now();
+        const second = await h.start({device, model: "endless", stateDir, args: daemonArgs()});
+        const freshSecond = await h.start({device: fresh, model: "endless", stateDir: freshState, args: daemonArgs()});
+        await send(device, "ids-again", body);
+        const afterRestart = await finalReply("ids-again", 4, 10_000);
+        await quiet();
+        // Leave no retained request behind on the broker.
+        await client.publish(request, "", {retain: true});
+        await client.publish(`qwen-edge/${fresh}/request`, "", {retain: true});
+        const retainedRuns = runs([first, second], "ids-retained");
+        const retainedSeenAgain = logsSince(second, "retained request refused", restartedAt).length;
+        const retainedReplies = finals(client, "r/ids-retained").length;
+        const freshRuns = runs([freshFirst, freshSecond], "ids-fresh");
+        const freshSeenAgain = logsSince(freshSecond, "retained request refused", restartedAt).length;
+        const freshReplies = finals(client, "r/ids-fresh");
+
+        row.figure("sent twice while pending: final replies", finals(client, "r/ids-pending").length);
+        row.figure("same request after its answer", describe(again, answer));
+        row.figure("another request under the answered id", describe(other, answer));
+        row.figure("same request after a restart", describe(afterRestart, answer));
+        row.figure("retained while subscribed: runs / replies", `${retainedRuns} / ${retainedReplies}`);
+        row.figure("retained while subscribed: retained copy after the restart", retainedSeenAgain);
+        row.figure("retained before subscribing: runs", freshRuns);
+        row.figure("retained before subscribing: refusals before / after the restart",
+            `${freshReplies.filter((m) => m.at < restartedAt).length} / ${freshReplies.filter((m) => m.at >= restartedAt).length}`);
+        row.figure("retained before subscribing: refusal", errorCode(refused));
+        row.observe(`an id sent again while pending got one answer; the same request after its answer got ${describe(again, answer)}, `
+            + `another request under that id ${describe(other, answer)}, and after a restart the same request got ${describe(afterRestart, answer)}; `
+            + `a request published retained while the daemon was subscribed arrived live and ran ${retainedRuns} time(s), its retained copy `
+            + `after the restart was recognised (${retainedSeenAgain}) and not run or answered again; one retained before the daemon ever `
+            + `subscribed was refused (${String(errorCode(refused))}), run ${freshRuns} times, and answered `
+            + `${freshReplies.filter((m) => m.at >= restartedAt).length} more time(s) after the restart (delivered again: ${freshSeenAgain})`);
+
+        assert.deepEqual({once: pendingReplies.once, lost: pendingReplies.lost, duplicated: pendingReplies.duplicated},
+            {once: 1, lost: [], duplicated: []}, "an id sent again while pending is answered once");
+        assert.equal(answer.json?.status, "ok");
+        assert.equal(again.text, answer.text, "the same request after its answer gets the kept answer");
+        assert.equal(errorCode(other), "duplicate_id");
+        assert.ok(afterRestart.text === answer.text || errorCode(afterRestart) === "duplicate_id", `after a restart: ${afterRestart.text.slice(0, 200)}`);
+        assert.equal(retainedAnswer.json?.status, "ok");
+        assert.deepEqual({runs: retainedRuns, replies: retainedReplies, seenAgain: retainedSeenAgain}, {runs: 1, replies: 1, seenAgain: 1},
+            "a request retained while the daemon runs: run once, its retained copy after the restart neither run nor answered");
+        assert.equal(errorCode(refused), "invalid_request");
+        assert.equal(freshRuns, 0, "a request delivered retained is never run");
+        assert.equal(freshSeenAgain, 1, "the retained request was delivered again after the restart");
+        assert.deepEqual(freshReplies.map((m) => m.at >= restartedAt), [false], "refused once: not answered again after the restart");
+        assert.equal((await second.term()).code, 0);
+        assert.equal((await freshSecond.term()).code, 0);
     });
 });
