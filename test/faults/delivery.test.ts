@@ -105,7 +105,8 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
      * start. Then every id is waited for, a barrier request sent, and the replies left to go quiet.
      */
     const storm = async (row: CaseRow, o: {device: string; prefix: string; signal: "SIGKILL" | "SIGTERM"; stopAfterMs: readonly number[];
-        args?: string[]}): Promise<{sent: string[]; t: Tally; answeredInTime: boolean; daemons: DaemonProcess[]; unexplained: string[]; byWindow: number}> => {
+        args?: string[]}): Promise<{sent: string[]; t: Tally; answeredInTime: boolean; daemons: DaemonProcess[]; unexplained: string[]; byWindow: number;
+            replayed: number}> => {
         const stateDir = join(h.dir, o.device);
         const daemons: DaemonProcess[] = [];
         const start = async (): Promise<DaemonProcess> => {
@@ -128,18 +129,22 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         })();
         const exits: string[] = [];
         const stormAt = Date.now();
-        for (const wait of o.stopAfterMs) {
-            const d = daemons[daemons.length - 1]!;
-            await sleep(wait);
-            const exit = o.signal === "SIGKILL" ? await d.kill() : await d.term();
-            exits.push(exit.signal ?? String(exit.code));
-            await start();
+        let lastStartAt: number;
+        try {
+            for (const wait of o.stopAfterMs) {
+                const d = daemons[daemons.length - 1]!;
+                await sleep(wait);
+                const exit = o.signal === "SIGKILL" ? await d.kill() : await d.term();
+                exits.push(exit.signal ?? String(exit.code));
+                await start();
+            }
+            lastStartAt = Date.now();
+            await sleep(1000);
+        } finally {
+            sending = false;
+            await sender;
         }
         const killed = (i: number): boolean => exits[i] === "SIGKILL";
-        const lastStartAt = Date.now();
-        await sleep(1000);
-        sending = false;
-        await sender;
         const stormMs = Date.now() - stormAt;
         const answeredInTime = await allAnswered(sent, 90_000);
         const answeredMs = Date.now() - lastStartAt;
@@ -183,7 +188,7 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         const unexplained = t.duplicated.filter((id) => !byWindow.includes(id));
         if (o.signal === "SIGKILL") row.figure("duplicated: reply out, SIGKILL before its PUBACK was read", byWindow.length);
         assert.equal((await last.term()).code, 0, "the last daemon stops cleanly");
-        return {sent, t, answeredInTime, daemons, unexplained, byWindow: byWindow.length};
+        return {sent, t, answeredInTime, daemons, unexplained, byWindow: byWindow.length, replayed: countLogs(daemons, "replaying unfinished request")};
     };
 
     before(async () => {
@@ -247,6 +252,7 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
             + `than once${r.t.duplicated.length > 0 ? ` (${r.byWindow} of them: the reply was out and the daemon killed before it read the `
                 + "broker's PUBACK, so the journal had no done record and the restart ran it again; QoS 1 cannot tell the restart it was delivered)" : ""}`);
         assert.ok(r.answeredInTime, `every request answered; lost: ${r.t.lost.slice(0, 10).join(", ")}`);
+        assert.ok(r.replayed > 0, "the stops caught accepted work, replayed from the journal");
         assert.deepEqual({lost: r.t.lost, duplicatedOtherwise: r.unexplained}, {lost: [], duplicatedOtherwise: []});
         assert.ok(r.byWindow <= stopAfterMs.length, `at most one reply in flight per slot and kill: ${r.byWindow}`);
         assert.deepEqual(Object.keys(r.t.outcomes), ["ok"], JSON.stringify(r.t.outcomes));
@@ -260,6 +266,7 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         const r = await storm(row, {device: "dl-term", prefix: "term", signal: "SIGTERM", stopAfterMs});
         row.observe(`${r.sent.length} requests sent: ${r.t.once} answered once, ${r.t.lost.length} lost, ${r.t.duplicated.length} answered more than once`);
         assert.ok(r.answeredInTime, `every request answered; lost: ${r.t.lost.slice(0, 10).join(", ")}`);
+        assert.ok(r.replayed > 0, "the stops caught accepted work, replayed from the journal");
         assert.deepEqual({lost: r.t.lost, duplicated: r.t.duplicated}, {lost: [], duplicated: []});
         assert.deepEqual(Object.keys(r.t.outcomes), ["ok"], JSON.stringify(r.t.outcomes));
     });
@@ -276,6 +283,7 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
             + `than once${r.t.duplicated.length > 0 ? ` (${r.byWindow} of them: the reply was out and the daemon killed before it read the `
                 + "broker's PUBACK, so the journal had no done record and the restart ran it again; QoS 1 cannot tell the restart it was delivered)" : ""}`);
         assert.ok(r.answeredInTime, `every request answered; lost: ${r.t.lost.slice(0, 10).join(", ")}`);
+        assert.ok(r.replayed > 0, "the stops caught accepted work, replayed from the journal");
         assert.deepEqual({lost: r.t.lost, duplicatedOtherwise: r.unexplained}, {lost: [], duplicatedOtherwise: []});
         assert.ok(loaded.every((p) => p === 2 || p === undefined) && loaded.at(-1) === 2, `parallel 2 in every daemon that loaded the model: ${loaded.join(", ")}`);
         assert.ok(r.byWindow <= 2 * stopAfterMs.length, `at most one reply in flight per slot and kill: ${r.byWindow}`);
