@@ -6,6 +6,11 @@
  * and a request published retained, across a restart. Final replies (status other than "streaming")
  * are counted per id: answered once, lost (none), duplicated (more than one). Real Mosquitto, the built
  * daemon, the "endless" model with a few tokens per request.
+ *
+ * Under SIGKILL one duplicate has a known cause (docs/DESIGN.md, "Delivery"): the broker took a final
+ * reply and the daemon was killed before it read the PUBACK, so the journal had no done record and the
+ * next start ran the job again. D02 and D04 count those on their own (the daemon that answered was
+ * killed, the next one replayed the job) and fail on any other duplicate or any lost request.
  */
 import assert from "node:assert/strict";
 import {after, before, describe} from "node:test";
@@ -87,8 +92,8 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         };
         await waitUntil(`${QUIET_MS} ms without a reply`, () => Date.now() - lastReply() >= QUIET_MS, 60_000, 100);
     };
-    const send = (device: string, id: string, body: Record<string, unknown>, retain = false): Promise<void> =>
-        client.publish(`qwen-edge/${device}/request`, JSON.stringify({id, replyTo: `r/${id}`, ...body}), retain ? {retain: true} : {});
+    const send = (device: string, id: string, body: Record<string, unknown>): Promise<void> =>
+        client.publish(`qwen-edge/${device}/request`, JSON.stringify({id, replyTo: `r/${id}`, ...body}));
     const finalReply = (id: string, nth = 1, timeoutMs = 30_000): Promise<Received> =>
         client.waitForCount(`final reply ${nth} to ${id}`, (m) => m.topic === `r/${id}` && m.json?.status !== "streaming", nth, timeoutMs)
             .then((list) => list[nth - 1]!);
