@@ -232,12 +232,23 @@ export class JobStore {
         this.finish(key);
     }
 
-    /** Remembers a message hash with no job (e.g. a refused retained request), so its copies are recognised. */
+    /**
+     * Remembers a message hash with no job (e.g. a refused retained request), so its copies are recognised,
+     * also after a restart within the dedupe window (a `done` record, as for an answered job; not synced).
+     */
     public rememberHash(hash: string, key: string): void {
         const at = Date.now();
-        if (!this.finished.has(key) && !this.pendingJobs.has(key)) this.finished.set(key, {at, hash});
+        const known = this.finished.has(key) || this.pendingJobs.has(key);
+        if (!known) this.finished.set(key, {at, hash});
         this.hashes.set(hash, key);
         this.expireFinished(at);
+        if (known) return;
+        try {
+            this.append({op: "done", key, at, hash}, false);
+            if (this.records >= (this.deps.compactEvery ?? 1000)) this.compact();
+        } catch (err) {
+            this.deps.log.warn("job journal: record of a refused message not written; a copy after a restart is refused again", {key, error: (err as Error).message});
+        }
     }
 
     public stats(): JobStoreStats {

@@ -92,7 +92,9 @@ function recoverMeaning(id: string): string {
         H01: "the slowest valid request after a refused one, sent → answered", H02: "the slowest valid request after a refused one, sent → answered",
         H03: "the valid request after the flood, sent → answered", H04: "the valid request after the refused ones, sent → answered",
         S01: "space back → next request answered", S02: "write access back → next request answered",
-        S03: "restart → every acknowledged request answered", S05: "filesystem mounted again → next request answered"
+        S03: "restart → every acknowledged request answered", S05: "filesystem mounted again → next request answered",
+        D01: "start → every queued request answered", D02: "last restart → every request answered",
+        D03: "last restart → every request answered", D04: "last restart → every request answered"
     };
     return meanings[id] ?? "see the case";
 }

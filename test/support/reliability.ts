@@ -57,7 +57,13 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "S03", title: "Torn journal record (disk full mid-write), then SIGKILL"},
     {id: "S04", title: "Journal bytes per request byte"},
     {id: "S05", title: "State filesystem turned read-only under the running daemon"},
-    {id: "M01", title: "Model file truncated in place while loaded"}
+    {id: "M01", title: "Model file truncated in place while loaded"},
+    // issue 16: delivery (D)
+    {id: "D01", title: "Requests queued at the broker while the daemon is stopped"},
+    {id: "D02", title: "10 SIGKILLs and restarts under a steady request stream"},
+    {id: "D03", title: "5 SIGTERMs and restarts under a steady request stream"},
+    {id: "D04", title: "10 SIGKILLs under a steady stream, inference.parallel 2"},
+    {id: "D05", title: "An id sent again; a retained request across a restart"}
 ];
 
 export function resultsDir(): string {
