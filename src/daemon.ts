@@ -23,6 +23,7 @@ import {SessionGuard} from "./mqtt/session-guard.js";
 import {replyPolicy} from "./mqtt/reply-policy.js";
 import {compileActions} from "./actions/action.js";
 import {ActionExecutor} from "./actions/executor.js";
+import {DurableOutgoingStore} from "./mqtt/outgoing-store.js";
 import {MqttLink, type LinkOptions} from "./mqtt/link.js";
 import type {ProtocolLimits} from "./mqtt/protocol.js";
 import {topicLayout, type TopicLayout} from "./mqtt/topics.js";
@@ -60,6 +61,7 @@ export class Daemon {
     private status!: StatusReporter;
     private telemetry!: Telemetry;
     private router!: Router;
+    private outgoing!: DurableOutgoingStore;
     private fleet: FleetMembership | null = null;
     private guard!: SessionGuard;
     private guardTimer: NodeJS.Timeout | null = null;
@@ -93,6 +95,7 @@ export class Daemon {
         this.router = new Router({log, routes, device: c.device.id, limits, events, replyPolicy: policy,
             maximumPacketSize: () => this.link.brokerMaximumPacketSize()});
         this.store = new JobStore({log, dir: c.state.dir, dedupeWindowMs: DEDUPE_WINDOW_MS});
+        this.outgoing = new DurableOutgoingStore(c.state.dir, log);
         this.conversations = new ConversationStore({log, dir: c.state.dir, limits: {maxCount: c.conversations.maxCount,
             idleMs: c.conversations.idleMinutes * 60_000, maxTotalTokens: c.conversations.maxTotalTokens}});
         this.engine = new Engine({log, options: {
@@ -134,6 +137,7 @@ export class Daemon {
         }
         this.pipeline = new RequestPipeline({log, layout: this.layout, limits, policy, link: this.link, store: this.store, scheduler: this.scheduler,
             engine: this.engine, router: this.router, events, conversations: this.conversations,
+            outgoing: this.outgoing,
             actions: new ActionExecutor({log, actions: compileActions(c.actions).actions, device: c.device.id, policy: {...policy, allow: []},
                 publish: (topic, payload, options) => this.link.publish(topic, payload, options)}), streamIntervalMs: c.inference.streamIntervalMs, dedupeWindowMs: DEDUPE_WINDOW_MS});
         this.status = new StatusReporter({log, topic: this.layout.status, link: this.link,
@@ -277,7 +281,7 @@ export class Daemon {
             url: m.url, clientId: m.clientId, keepaliveSeconds: m.keepaliveSeconds, sessionExpirySeconds: m.sessionExpirySeconds,
             connectTimeoutMs: m.connectTimeoutMs, reconnectMinMs: m.reconnectMinMs, reconnectMaxMs: m.reconnectMaxMs,
             will: {topic: this.layout.status, payload: JSON.stringify({state: "offline", since: new Date().toISOString(), reason: "connection lost"})},
-            subscriptions, maxPayloadBytes: this.deps.config.inference.maxPayloadBytes,
+            subscriptions, maxPayloadBytes: this.deps.config.inference.maxPayloadBytes, outgoingStore: this.outgoing,
             ...brokerAuth(m.username, secrets)
         };
     }

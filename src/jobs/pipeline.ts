@@ -16,6 +16,7 @@ import {describeError, RequestError} from "../errors.js";
 import type {EventBus, ModelStateChange} from "../events.js";
 import type {Engine, GenerateResult} from "../inference/engine.js";
 import type {ActionExecutor} from "../actions/executor.js";
+import type {DurableOutgoingStore} from "../mqtt/outgoing-store.js";
 import type {ChatMessage} from "../inference/generation.js";
 import type {Scheduler, StopReason} from "../inference/scheduler.js";
 import {StreamCoalescer} from "../inference/stream.js";
@@ -59,6 +60,8 @@ export interface PipelineDeps {
     conversations: ConversationStore;
     /** the configured device actions (src/actions/executor.ts) */
     actions: ActionExecutor;
+    /** final replies kept on disk until the broker completes them (src/mqtt/outgoing-store.ts); without it, QoS 1 */
+    outgoing?: DurableOutgoingStore;
     /** streamed chunks are coalesced over this many milliseconds */
     streamIntervalMs: number;
     /** how long answered ids are remembered (the job store's window), for the duplicate_id message */
@@ -77,7 +80,7 @@ export class RequestPipeline {
     public constructor(deps: PipelineDeps) {
         this.deps = deps;
         this.replies = new ReplySender({log: deps.log, link: deps.link, store: deps.store, router: deps.router, events: deps.events,
-            device: deps.layout.device, modelName: () => this.model.name,
+            device: deps.layout.device, modelName: () => this.model.name, ...(deps.outgoing ? {outgoing: deps.outgoing} : {}),
             ...(deps.replyRetryDelaysMs ? {retryDelaysMs: deps.replyRetryDelaysMs} : {})});
     }
 
@@ -140,6 +143,12 @@ export class RequestPipeline {
                 continue;
             }
             const {request} = decoded;
+            // its final reply reached the outgoing store before the stop: the broker has it, or gets it (same packet id) on connect
+            if (this.deps.outgoing?.replyKnown(request.reply.topic, request.id) === true) {
+                this.deps.log.info("journaled request already answered; its reply goes to the broker once", {id: request.id});
+                this.deps.store.finish(stored.key);
+                continue;
+            }
             const problem = replyTopicProblem(request.reply.topic, this.deps.policy, {maximumPacketSize: this.deps.link.brokerMaximumPacketSize()});
             if (problem !== null) {
                 this.deps.log.warn("journaled job's reply topic refused; answered on the response topic", {id: request.id, problem});
@@ -150,6 +159,8 @@ export class RequestPipeline {
             this.deps.log.info("replaying unfinished request", {id: request.id, ageMs: Date.now() - request.receivedAt});
             this.deps.scheduler.submit(jobFor(stored.key, request), {force: true});
         }
+        // every delivered reply's job has its `done` now; once that is on disk the store can forget them
+        if (this.deps.outgoing && this.deps.store.sync()) this.deps.outgoing.settleAll();
     }
 
     /** The scheduler's `expire`: a job that ended before it ran. */

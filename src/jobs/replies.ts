@@ -23,12 +23,24 @@ export interface ReplyLink {
     publish(topic: string, payload: string | Buffer, options?: IClientPublishOptions): Promise<void>;
     /** the CONNACK's Maximum Packet Size of the current connection, if the broker announced one */
     brokerMaximumPacketSize(): number | undefined;
+    /** the CONNACK's Maximum QoS (2 when the broker announced none) */
+    brokerMaximumQos?(): 0 | 1 | 2;
+}
+
+/** The durable outgoing store's side of a final reply (src/mqtt/outgoing-store.ts). */
+export interface DurableReplies {
+    settle(topic: string, id: string): void;
 }
 
 export interface ReplySenderDeps {
     log: Logger;
     link: ReplyLink;
-    store: Pick<JobStore, "finish">;
+    store: Pick<JobStore, "finish" | "sync">;
+    /**
+     * With it, a native request's final reply goes at QoS 2 through MQTT.js's outgoing store on disk, so a
+     * crash at any point never answers twice (src/mqtt/outgoing-store.ts); without it, QoS 1.
+     */
+    outgoing?: DurableReplies;
     router: Pick<Router, "note">;
     events: EventBus;
     device: string;
@@ -39,10 +51,15 @@ export interface ReplySenderDeps {
 }
 
 const RETRY_DELAYS_MS = [1000, 5000, 30_000];
+/** Delivered replies are forgotten by the outgoing store in batches, once the journal's `done` records are synced. */
+const SETTLE_EVERY_MS = 2000;
 
 export class ReplySender {
     private readonly deps: ReplySenderDeps;
     private readonly timers = new Set<NodeJS.Timeout>();
+    /** delivered durable replies whose jobs are done, for the outgoing store to forget after the next journal sync */
+    private settled: Array<{topic: string; id: string}> = [];
+    private settleTimer: NodeJS.Timeout | null = null;
 
     public constructor(deps: ReplySenderDeps) {
         this.deps = deps;
@@ -52,6 +69,16 @@ export class ReplySender {
     public stop(): void {
         for (const timer of this.timers) clearTimeout(timer);
         this.timers.clear();
+        this.settle();
+    }
+
+    /** Syncs the journal, then lets the outgoing store forget the replies whose `done` is now on disk. */
+    private settle(): void {
+        if (this.settleTimer) clearTimeout(this.settleTimer);
+        this.settleTimer = null;
+        if (this.settled.length === 0 || !this.deps.outgoing || !this.deps.store.sync()) return;
+        for (const r of this.settled) this.deps.outgoing.settle(r.topic, r.id);
+        this.settled = [];
     }
 
     /** A streamed chunk: QoS 0, not retained; a lost chunk is made good by the final reply. */
@@ -85,7 +112,9 @@ export class ReplySender {
             this.deps.store.finish(key);
             return;
         }
-        const options = replyOptions(reply, 1, answer);
+        // a native request's final reply: QoS 2 through the durable outgoing store (exactly once across crashes)
+        const durable = this.deps.outgoing !== undefined && reply.qos === undefined;
+        const options = replyOptions(reply, durable ? Math.min(2, this.deps.link.brokerMaximumQos?.() ?? 2) as 1 | 2 : 1, answer);
         const oversize = this.tooLarge(reply, payload, options.qos ?? 1);
         if (oversize !== null) {
             this.deps.log.warn("reply larger than the broker takes; an error goes instead", {id, topic: reply.topic, problem: oversize});
@@ -97,7 +126,16 @@ export class ReplySender {
         }
         const kept: KeptReply = {topic: reply.topic, payload, qos: reply.qos ?? 1, retain: options.retain === true,
             ...(reply.correlationData ? {correlationData: reply.correlationData} : {})};
-        this.deps.link.publish(reply.topic, payload, options).then(() => this.deps.store.finish(key, kept), (err: unknown) => {
+        this.deps.link.publish(reply.topic, payload, options).then(() => {
+            this.deps.store.finish(key, kept);
+            if (durable && options.qos === 2) {
+                this.settled.push({topic: reply.topic, id});
+                if (!this.settleTimer) {
+                    this.settleTimer = setTimeout(() => this.settle(), SETTLE_EVERY_MS);
+                    this.settleTimer.unref();
+                }
+            }
+        }, (err: unknown) => {
             const reason = refusal(err);
             const delay = (this.deps.retryDelaysMs ?? RETRY_DELAYS_MS)[attempt];
             if (delay === undefined) return this.giveUp(id, key, reply, reason);
@@ -147,7 +185,7 @@ function refusal(err: unknown): string {
  * A reply's publish options: a route's QoS; retained only for a route's answer, so an error never
  * replaces the last retained answer; the request's correlation data echoed.
  */
-export function replyOptions(reply: ReplyTarget, qos: 0 | 1, answer: boolean): IClientPublishOptions {
+export function replyOptions(reply: ReplyTarget, qos: 0 | 1 | 2, answer: boolean): IClientPublishOptions {
     return {qos: reply.qos ?? qos, ...(answer && reply.retain === true ? {retain: true} : {}),
         ...(reply.correlationData ? {properties: {correlationData: reply.correlationData}} : {})};
 }

@@ -225,6 +225,17 @@ export class JobStore {
         }
     }
 
+    /** Makes every record written so far durable (fdatasync); false when the journal cannot be synced now. */
+    public sync(): boolean {
+        if (this.fd === null) return false;
+        try {
+            fdatasyncSync(this.fd);
+            return true;
+        } catch {
+            return false;
+        }
+    }
+
     /** A journaled job that cannot be run (unreadable after a restart): removed, and counted as damaged. */
     public discard(key: string): void {
         if (!this.pendingJobs.has(key)) return;

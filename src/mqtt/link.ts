@@ -8,7 +8,7 @@
  * Subscriptions can be dropped and taken again while connected (a fleet member leaving the shared
  * queue while it cannot take work); a subscription the broker refuses is reported, not just logged.
  */
-import mqtt, {type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient} from "mqtt";
+import mqtt, {UniqueMessageIdProvider, type IClientOptions, type IClientPublishOptions, type IPublishPacket, type IStore, type MqttClient} from "mqtt";
 import {BrokerError} from "../errors.js";
 import {redactUrl} from "../util/url.js";
 import {withTimeout} from "../util/timeout.js";
@@ -27,6 +27,8 @@ export interface LinkOptions extends BrokerAuth {
     /** topic filters with QoS, subscribed on every connect */
     subscriptions: Array<{filter: string; qos: 0 | 1}>;
     maxPayloadBytes: number;
+    /** where MQTT.js keeps unacknowledged publishes (src/mqtt/outgoing-store.ts keeps QoS 2 ones on disk); default in memory */
+    outgoingStore?: IStore;
 }
 
 /** How a connection ended, for telling a session takeover from a network or broker problem. */
@@ -68,6 +70,8 @@ export class MqttLink {
     private lastLoggedError: string | null = null;
     /** the broker's Maximum Packet Size from the last CONNACK; undefined when it announced none */
     private brokerMaxPacket: number | undefined;
+    /** the broker's Maximum QoS from the last CONNACK (AWS IoT Core, for one, takes no QoS 2) */
+    private brokerMaxQos: 0 | 1 | 2 = 2;
     private readonly connectWaiters = new Set<() => void>();
     /** filters to hold, with their QoS: subscribed on every connect */
     private readonly wanted = new Map<string, 0 | 1>();
@@ -97,7 +101,10 @@ export class MqttLink {
             properties: {sessionExpiryInterval: o.sessionExpirySeconds, maximumPacketSize: o.maxPayloadBytes + 64 * 1024},
             will: {topic: o.will.topic, payload: Buffer.from(o.will.payload), qos: 1, retain: true},
             ...brokerAuth(o.username ?? "", o),
-            rejectUnauthorized: true
+            rejectUnauthorized: true,
+            ...(o.outgoingStore ? {outgoingStore: o.outgoingStore} : {}),
+            // packets kept from before a restart hold their ids until the broker completes them: new ones must not reuse them
+            messageIdProvider: new UniqueMessageIdProvider()
         };
         const client = mqtt.connect(o.url, options);
         this.client = client;
@@ -114,6 +121,8 @@ export class MqttLink {
             this.lastConnectAt = new Date();
             this.lastLoggedError = null;
             this.brokerMaxPacket = connack.properties?.maximumPacketSize;
+            const maxQos = connack.properties?.maximumQoS;
+            this.brokerMaxQos = maxQos === 0 || maxQos === 1 ? maxQos : 2;
             // MQTT.js leaves Nagle on: short replies after a PUBACK would wait ~40 ms (docs/DESIGN.md).
             const stream = client.stream as {setNoDelay?: (on: boolean) => void};
             stream.setNoDelay?.(true);
@@ -184,6 +193,11 @@ export class MqttLink {
      */
     public brokerMaximumPacketSize(): number | undefined {
         return this.brokerMaxPacket;
+    }
+
+    /** The highest QoS the broker takes from us (CONNACK Maximum QoS; 2 when it announced none). */
+    public brokerMaximumQos(): 0 | 1 | 2 {
+        return this.brokerMaxQos;
     }
 
     /** Publishes; resolves when the broker has it (QoS 1) or it is written (QoS 0). */

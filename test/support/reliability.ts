@@ -63,7 +63,8 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "D02", title: "10 SIGKILLs and restarts under a steady request stream"},
     {id: "D03", title: "5 SIGTERMs and restarts under a steady request stream"},
     {id: "D04", title: "10 SIGKILLs under a steady stream, inference.parallel 2"},
-    {id: "D05", title: "An id sent again; a retained request across a restart"}
+    {id: "D05", title: "An id sent again; a retained request across a restart"},
+    {id: "D06", title: "10 SIGKILLs, each the moment a final reply arrives"}
 ];
 
 export function resultsDir(): string {
