@@ -423,7 +423,7 @@ export function simdFromCpuinfo(cpuinfo: string | null): string[] {
     const line = cpuinfo?.split("\n").find((l) => /^(flags|Features)\s*:/.test(l));
     if (!line) return [];
     const words = new Set(line.slice(line.indexOf(":") + 1).trim().split(/\s+/));
-    return ["avx2", "avx512f", "asimddp", "i8mm", "sve"].filter((f) => words.has(f));
+    return ["avx2", "avx512f", "amx_int8", "asimddp", "i8mm", "sve"].filter((f) => words.has(f));
 }
 
 /** A recorded tree does not say which Node arch it came from; its cpuinfo does. */

@@ -52,7 +52,25 @@ void describe("weight repacking", () => {
         assert.equal(onPi5.weightsBytes - withoutRepack.weightsBytes, embedding.bytes);
     });
 
+    void it("x86 with AMX: every K-quant and Q8_0 matrix packed for AMX, the tied output a second copy of the embedding", () => {
+        const AMX: CpuSimd = {arch: "x64", features: ["avx2", "avx512f", "amx_int8"]};
+        assert.ok([2, 3, 8, 12, 13, 14, 23].every((t) => repackedTypes(AMX).has(t)));
+        const q4 = tensors("0.8b", "Q4_K_M");
+        const embedding = q4.find((t) => t.name === "token_embd.weight")!;
+        const data = q4.reduce((a, t) => a + t.bytes, 0);
+        const extra = repackCost(q4, AMX, false).extraBytes;
+        // measured (node-llama-cpp 3.21.1 prebuilt, Intel Xeon with AMX, the real-shape file): AMX 496.99 + CPU 200.83 + CPU_REPACK 0.32 MiB
+        const measured = (496.99 + 200.83 + 0.32) * 2 ** 20;
+        assert.ok(extra > embedding.bytes, "the output copy and the AMX packing");
+        assert.ok(Math.abs(data + extra - measured) / measured < 0.02, `${((data + extra) / 2 ** 20).toFixed(1)} MiB vs measured ${(measured / 2 ** 20).toFixed(1)}`);
+        const q8 = tensors("0.8b", "Q8_0");
+        const q8measured = (850.84 + 260.16) * 2 ** 20;
+        const q8total = q8.reduce((a, t) => a + t.bytes, 0) + repackCost(q8, AMX, false).extraBytes;
+        assert.ok(Math.abs(q8total - q8measured) / q8measured < 0.02, `${(q8total / 2 ** 20).toFixed(1)} MiB vs measured ${(q8measured / 2 ** 20).toFixed(1)}`);
+    });
+
     void it("reads the features from /proc/cpuinfo on x86 and ARM", () => {
+        assert.deepEqual(simdFromCpuinfo("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"), ["avx2", "avx512f", "amx_int8"]);
         assert.deepEqual(simdFromCpuinfo("processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma avx512f\n"), ["avx2", "avx512f"]);
         assert.deepEqual(simdFromCpuinfo("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"), ["asimddp"]);
         assert.deepEqual(simdFromCpuinfo(null), []);
