@@ -17,6 +17,7 @@ import {join} from "node:path";
 import type {DaemonProcess} from "../support/daemon.js";
 import {finals, logsSince, logTime, waitUntil} from "../support/fault-kit.js";
 import {Harness} from "../support/harness.js";
+import {scaleModel} from "../support/scale.js";
 import type {Received, TestClient} from "../support/mqtt-client.js";
 import {faultCase, type CaseRow} from "../support/reliability.js";
 
@@ -306,6 +307,67 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         assert.ok(r.answeredInTime, `every request answered; lost: ${r.t.lost.slice(0, 10).join(", ")}`);
         assert.deepEqual({lost: r.t.lost, duplicated: r.t.duplicated}, {lost: [], duplicated: []});
         assert.deepEqual(Object.keys(r.t.outcomes), ["ok"], JSON.stringify(r.t.outcomes));
+    });
+
+    faultCase("D07", async (row) => {
+        // its own shared-subscription group: only these three members take the fleet requests
+        const group = `d07-${process.pid}`;
+        const n = 60;
+        row.inject(`a fleet of 3 in the shared group ${group}: dl-fleet-a (a tiny model), dl-fleet-b (slow: the real-shape 0.8B on one `
+            + "thread, inference.maxQueue 2, so it leaves the rotation while full), dl-fleet-c started, then stopped cleanly with SIGTERM; then " + n + " fleet requests (QoS 1, "
+            + "32 tokens, one every 20 ms from a persistent session) on qwen-edge/fleet/request; at the end dl-fleet-c is started again");
+        const args = (extra: string[]): string[] => ["--shutdown-drain-ms", String(DRAIN_MS), "--mqtt-fleet-group", group, ...extra];
+        const a = await h.start({device: "dl-fleet-a", model: "endless", stateDir: join(h.dir, "dl-fleet-a"), args: args([])});
+        // slow: the real-shape 0.8B (the scale tier's file, generated here if missing), one thread, a queue of 2
+        const slowModel = await scaleModel("0.8b", "Q4_K_M");
+        const b = await h.start({device: "dl-fleet-b", modelPath: slowModel, stateDir: join(h.dir, "dl-fleet-b"),
+            args: args(["--inference-max-queue", "2", "--inference-context-size", "1024"])}, 120_000);
+        const cDir = join(h.dir, "dl-fleet-c");
+        const c = await h.start({device: "dl-fleet-c", model: "endless", stateDir: cDir, args: args([])});
+        for (const d of [a, b, c]) await d.waitForLog("fleet queue joined", (l) => l.message === "fleet queue joined", 30_000);
+        const stoppedAt = Date.now();
+        assert.equal((await c.term()).code, 0);
+        const left = c.logs.some((l) => l.message === "fleet queue left before stopping" && logTime(l) >= stoppedAt - 1000);
+        const ids = Array.from({length: n}, (_, i) => `fleet-${String(i + 1).padStart(3, "0")}`);
+        const sentAt = Date.now();
+        for (const id of ids) {
+            await client.publish("qwen-edge/fleet/request", JSON.stringify({id, replyTo: `r/${id}`, prompt: "fleet", maxTokens: 32}));
+            await sleep(20);
+        }
+        const answeredInTime = await allAnswered(ids, 60_000);
+        const answeredMs = Date.now() - sentAt;
+        // the stopped member comes back: nothing of this burst may have waited in its session
+        const cAgainAt = Date.now();
+        const cAgain = await h.start({device: "dl-fleet-c", model: "endless", stateDir: cDir, args: args([])});
+        await sleep(3000);
+        await quiet();
+        const t = tally(ids);
+        const doneBy = (d: DaemonProcess): number => d.logs.filter((l) => l.message === "request done" && ids.includes(String(l.id))).length;
+        const share = {a: doneBy(a), b: doneBy(b), c: doneBy(c) + doneBy(cAgain)};
+        const full = t.outcomes["error queue_full"] ?? 0;
+        const cAccepted = cAgain.logs.filter((l) => l.message === "request accepted" && logTime(l) >= cAgainAt && ids.includes(String(l.id))).length;
+        row.replies(n, n - t.lost.length, t.extra);
+        if (answeredInTime) row.recovered(answeredMs);
+        row.figure("fleet requests sent", n);
+        row.figure("answered once", t.once);
+        row.figure("lost", t.lost.length);
+        row.figure("duplicated", t.duplicated.length);
+        row.figure("answered by a / b (slow) / c (stopped)", `${share.a} / ${share.b} / ${share.c}`);
+        row.figure("queue_full", full);
+        row.figure("b left / rejoined the rotation", `${b.logs.filter((l) => l.message === "fleet queue left").length} / ${b.logs.filter((l) => l.message === "fleet queue joined").length - 1}`);
+        row.figure("c left the fleet queue before stopping", left);
+        row.figure("fleet requests the restarted c found waiting", cAccepted);
+        row.figure("replies by outcome", Object.entries(t.outcomes).map(([k, v]) => `${k} ${v}`).join(", "));
+        row.observe(`${n} fleet requests: ${t.once} answered once, ${t.lost.length} lost, ${t.duplicated.length} answered more than once; `
+            + `a answered ${share.a}, the slow b ${share.b}, the stopped c ${share.c}, ${full} queue_full; c left the fleet queue before it `
+            + `stopped (${String(left)}) and, started again, found ${cAccepted} of them waiting in its session`);
+        assert.ok(answeredInTime, `every fleet request answered; lost: ${t.lost.slice(0, 10).join(", ")}`);
+        assert.deepEqual({lost: t.lost, duplicated: t.duplicated}, {lost: [], duplicated: []});
+        assert.ok(left, "the cleanly stopped member left the fleet queue first");
+        assert.equal(share.c, 0, "no fleet request went to the stopped member");
+        assert.equal(cAccepted, 0, "none waited in its session");
+        assert.ok(Object.keys(t.outcomes).every((o) => o === "ok" || o === "error queue_full"), JSON.stringify(t.outcomes));
+        for (const d of [a, b, cAgain]) assert.equal((await d.term()).code, 0);
     });
 
     faultCase("D05", async (row) => {

@@ -64,7 +64,8 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "D03", title: "5 SIGTERMs and restarts under a steady request stream"},
     {id: "D04", title: "10 SIGKILLs under a steady stream, inference.parallel 2"},
     {id: "D05", title: "An id sent again; a retained request across a restart"},
-    {id: "D06", title: "10 SIGKILLs, each the moment a final reply arrives"}
+    {id: "D06", title: "10 SIGKILLs, each the moment a final reply arrives"},
+    {id: "D07", title: "A fleet of 3: one stopped cleanly, one slow"}
 ];
 
 export function resultsDir(): string {
