@@ -370,6 +370,51 @@ describe("faults: delivery exactly once across stops, kills and ids used again",
         for (const d of [a, b, cAgain]) assert.equal((await d.term()).code, 0);
     });
 
+    faultCase("D08", async (row) => {
+        // What Mosquitto does with a fleet member that dies: measured, for docs/DESIGN.md (not the daemon's choice)
+        const group = `d08-${process.pid}`;
+        const n = 20;
+        const awayMs = 10_000;
+        row.inject(`a fleet of 2 in the shared group ${group}; dl-dead-b SIGKILLed (its persistent session stays subscribed); ${n} fleet `
+            + `requests (QoS 1, one every 50 ms); dl-dead-b restarted ${awayMs / 1000} s after the kill`);
+        const args = ["--shutdown-drain-ms", String(DRAIN_MS), "--mqtt-fleet-group", group];
+        const a = await h.start({device: "dl-dead-a", model: "endless", stateDir: join(h.dir, "dl-dead-a"), args});
+        const bDir = join(h.dir, "dl-dead-b");
+        const b = await h.start({device: "dl-dead-b", model: "endless", stateDir: bDir, args});
+        for (const d of [a, b]) await d.waitForLog("fleet queue joined", (l) => l.message === "fleet queue joined", 30_000);
+        await b.kill();
+        const killedAt = Date.now();
+        const ids = Array.from({length: n}, (_, i) => `dead-${String(i + 1).padStart(3, "0")}`);
+        for (const id of ids) {
+            await client.publish("qwen-edge/fleet/request", JSON.stringify({id, replyTo: `r/${id}`, prompt: "fleet", maxTokens: MAX_TOKENS}));
+            await sleep(50);
+        }
+        await sleep(Math.max(0, awayMs - (Date.now() - killedAt)));
+        const beforeRestart = n - tally(ids).lost.length;
+        const restartAt = Date.now();
+        const bAgain = await h.spawn({device: "dl-dead-b", model: "endless", stateDir: bDir, args});
+        await connected(bAgain, restartAt - 1000);
+        const answeredInTime = await allAnswered(ids, 60_000);
+        const afterRestartMs = Date.now() - restartAt;
+        await quiet();
+        const t = tally(ids);
+        const byB = bAgain.logs.filter((l) => l.message === "request done" && ids.includes(String(l.id))).length;
+        row.replies(n, n - t.lost.length, t.extra);
+        if (answeredInTime) row.recovered(afterRestartMs);
+        row.figure("fleet requests sent", n);
+        row.figure("answered while the member was dead (by the live one)", beforeRestart);
+        row.figure("waited in the dead member's session, answered after its restart", byB);
+        row.figure("lost", t.lost.length);
+        row.figure("duplicated", t.duplicated.length);
+        row.observe(`Mosquitto kept handing fleet requests to the dead member's session: ${beforeRestart} of ${n} were answered by the live `
+            + `member while it was away, ${byB} waited in its session and were answered by it after its restart (${(afterRestartMs / 1000).toFixed(1)} s `
+            + `later); ${t.lost.length} lost, ${t.duplicated.length} answered twice. A member stopped cleanly leaves the group first (D07); one that `
+            + "dies keeps its share until it returns or its session expires (mqtt.sessionExpirySeconds)");
+        assert.ok(answeredInTime, `every fleet request answered; lost: ${t.lost.slice(0, 10).join(", ")}`);
+        assert.deepEqual({lost: t.lost, duplicated: t.duplicated}, {lost: [], duplicated: []});
+        for (const d of [a, bAgain]) assert.equal((await d.term()).code, 0);
+    });
+
     faultCase("D05", async (row) => {
         const device = "dl-ids";
         const stateDir = join(h.dir, device);

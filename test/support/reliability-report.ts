@@ -94,7 +94,7 @@ function recoverMeaning(id: string): string {
         S01: "space back → next request answered", S02: "write access back → next request answered",
         S03: "restart → every acknowledged request answered", S05: "filesystem mounted again → next request answered",
         D01: "start → every queued request answered", D02: "last restart → every request answered",
-        D03: "last restart → every request answered", D04: "last restart → every request answered", D06: "last restart → every request answered", D07: "first fleet request → every one answered"
+        D03: "last restart → every request answered", D04: "last restart → every request answered", D06: "last restart → every request answered", D07: "first fleet request → every one answered", D08: "dead member restarted → every request answered"
     };
     return meanings[id] ?? "see the case";
 }

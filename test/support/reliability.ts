@@ -65,7 +65,8 @@ export const CASES: ReadonlyArray<{id: string; title: string}> = [
     {id: "D04", title: "10 SIGKILLs under a steady stream, inference.parallel 2"},
     {id: "D05", title: "An id sent again; a retained request across a restart"},
     {id: "D06", title: "10 SIGKILLs, each the moment a final reply arrives"},
-    {id: "D07", title: "A fleet of 3: one stopped cleanly, one slow"}
+    {id: "D07", title: "A fleet of 3: one stopped cleanly, one slow"},
+    {id: "D08", title: "A fleet member that dies: what Mosquitto does with its share"}
 ];
 
 export function resultsDir(): string {
