@@ -20,6 +20,7 @@ import {bringUpModel} from "./models/bring-up.js";
 import {brokerAuth, readBrokerSecrets} from "./mqtt/credentials.js";
 import {FleetMembership} from "./mqtt/fleet-membership.js";
 import {SessionGuard} from "./mqtt/session-guard.js";
+import {rememberInstance} from "./mqtt/instances.js";
 import {replyPolicy} from "./mqtt/reply-policy.js";
 import {compileActions} from "./actions/action.js";
 import {ActionExecutor} from "./actions/executor.js";
@@ -112,6 +113,7 @@ export class Daemon {
         });
         this.scheduler.setPaused(true);
         this.guard = new SessionGuard({clientId: c.mqtt.clientId, deviceId: c.device.id, instance: this.instance,
+            earlierInstances: rememberInstance(c.state.dir, this.instance, log),
             onVerdict: (reason, backoffMs) => {
                 this.link.setReconnectFloor(backoffMs);
                 void this.status.setCondition("session", reason);

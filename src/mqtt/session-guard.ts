@@ -18,6 +18,12 @@ export interface SessionGuardDeps {
     deviceId: string;
     /** this process's instance id, as it goes into every status message */
     instance: string;
+    /**
+     * the instance ids of earlier runs on this state directory: their statuses may still be queued in our
+     * persistent session (a run killed right after publishing one never received its own copy), and they are
+     * this device, not another one
+     */
+    earlierInstances?: readonly string[];
     /** the verdict changed: a reason (degrade, reconnect no sooner than `backoffMs`) or null (clear) */
     onVerdict: (reason: string | null, backoffMs: number) => void;
     now?: () => number;
@@ -56,6 +62,7 @@ export class SessionGuard {
             return;
         }
         if (typeof other?.instance !== "string" || other.instance === this.deps.instance) return;
+        if (this.deps.earlierInstances?.includes(other.instance) === true) return;
         const host = typeof other.host === "string" ? ` on host ${other.host}` : "";
         this.evidence(`another qwen-edge daemon${host} uses the device id ${this.deps.deviceId} and the client id ${this.deps.clientId}: `
             + "the broker hands the session to whichever connected last; give each device its own device.id");
