@@ -137,7 +137,7 @@ void describe("Scheduler", () => {
         assert.equal(t.expired.length, 1, "a cancelled job's deadline no longer fires");
     });
 
-    void it("refuses past maxQueue with queue_full and a retry estimate from the queue and the average job", async () => {
+    void it("refuses past maxQueue with queue_full and a retry estimate: the wait for room for one more, from the average job", async () => {
         const t = setup({maxQueue: 2});
         for (const id of ["a", "b", "c"]) t.scheduler.submit(t.job(id));
         assert.equal(t.scheduler.isFull(), true);
@@ -152,15 +152,15 @@ void describe("Scheduler", () => {
         const first = refused();
         assert.ok(first instanceof RequestError);
         assert.equal(first.code, "queue_full");
-        // No job finished yet: 5 s a job is assumed; 2 queued + 1 running over 1 slot.
-        assert.equal(first.details.retryAfterMs, 15_000);
+        // No job finished yet: 5 s a job is assumed; room for one more once the running job is done.
+        assert.equal(first.details.retryAfterMs, 5000);
         mock.timers.tick(200);
         await t.finish("a");
-        // One 200 ms job: 2 waiting (b runs, c queued) over 1 slot.
+        // One 200 ms job: the queue has room (c queued of 2), the next job done in 200 ms either way.
         assert.equal(t.scheduler.stats().avgJobMs, 200);
-        assert.equal(t.scheduler.retryAfterMs(), 400);
+        assert.equal(t.scheduler.retryAfterMs(), 200);
         t.scheduler.submit(t.job("d"));
-        assert.equal(refused().details.retryAfterMs, 600);
+        assert.equal(refused().details.retryAfterMs, 200);
         assert.equal(t.scheduler.stats().rejected, 2);
         t.scheduler.submit(t.job("forced"), {force: true});
         assert.equal(t.scheduler.stats().queued, 3, "force (a replay) goes past the limit");
