@@ -4,7 +4,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-    {ignores: ["dist/**", "node_modules/**", "bench/results/**", "bench/cache/**", "eslint.config.js", "test/run.mjs", "scratch-*"]},
+    {ignores: ["dist/**", "node_modules/**", ".tmp/**", "bench/results/**", "bench/cache/**", "eslint.config.js", "test/run.mjs", "scratch-*"]},
     js.configs.recommended,
     ...tseslint.configs.recommendedTypeChecked,
     {
