@@ -339,6 +339,13 @@ export class RequestPipeline {
         const known = store.lookup(key);
         if (known === null) return false;
         if (known.state === "pending") {
+            // its answer is out already, awaiting the broker's acknowledgement: the same request gets it again
+            const sent = known.hash === hash ? this.replies.inFlight(key) : null;
+            if (sent !== null) {
+                log.info("request seen before: its answer sent again", {id: request.id, answeredAt: "now"});
+                this.replies.again(sent);
+                return true;
+            }
             log.info("duplicate of a pending request: it will be answered once", {id: request.id});
             return true;
         }

@@ -60,6 +60,8 @@ export class ReplySender {
     /** delivered durable replies whose jobs are done, for the outgoing store to forget after the next journal sync */
     private settled: Array<{topic: string; id: string}> = [];
     private settleTimer: NodeJS.Timeout | null = null;
+    /** final replies published and not yet acknowledged (QoS 2 takes a round trip more), by job key */
+    private readonly sending = new Map<string, KeptReply>();
 
     public constructor(deps: ReplySenderDeps) {
         this.deps = deps;
@@ -126,7 +128,9 @@ export class ReplySender {
         }
         const kept: KeptReply = {topic: reply.topic, payload, qos: reply.qos ?? 1, retain: options.retain === true,
             ...(reply.correlationData ? {correlationData: reply.correlationData} : {})};
+        this.sending.set(key, kept);
         this.deps.link.publish(reply.topic, payload, options).then(() => {
+            this.sending.delete(key);
             this.deps.store.finish(key, kept);
             if (durable && options.qos === 2) {
                 this.settled.push({topic: reply.topic, id});
@@ -136,6 +140,7 @@ export class ReplySender {
                 }
             }
         }, (err: unknown) => {
+            this.sending.delete(key);
             const reason = refusal(err);
             const delay = (this.deps.retryDelaysMs ?? RETRY_DELAYS_MS)[attempt];
             if (delay === undefined) return this.giveUp(id, key, reply, reason);
@@ -146,6 +151,11 @@ export class ReplySender {
             }, delay);
             this.timers.add(timer);
         });
+    }
+
+    /** The final reply of a job that is out but not yet acknowledged by the broker, or null. */
+    public inFlight(key: string): KeptReply | null {
+        return this.sending.get(key) ?? null;
     }
 
     /** Publishes a reply kept from an earlier answer (a retried request, within the dedupe window). */
