@@ -23,6 +23,7 @@ import {join} from "node:path";
 import {Readable} from "node:stream";
 import type {IStore, PacketCallback} from "mqtt";
 import type {Logger} from "../log.js";
+import {syncDir} from "../util/fs.js";
 
 interface Entry {
     packet: Packet;
@@ -166,7 +167,7 @@ export class DurableOutgoingStore implements IStore {
                 if (entry.reply) {
                     const to = join(this.dir, `completed-${String(entry.order).padStart(12, "0")}-${id}.json`);
                     renameSync(this.file(id), to);
-                    this.syncDir();
+                    syncDir(this.dir);
                     this.completed.set(replyKey(entry.reply.topic, entry.reply.id), to);
                 } else rmSync(this.file(id), {force: true});
             } catch (err) {
@@ -210,17 +211,9 @@ export class DurableOutgoingStore implements IStore {
             closeSync(fd);
         }
         renameSync(tmp, this.file(id));
-        this.syncDir();
+        syncDir(this.dir);
     }
 
-    private syncDir(): void {
-        const fd = openSync(this.dir, "r");
-        try {
-            fsyncSync(fd);
-        } finally {
-            closeSync(fd);
-        }
-    }
 }
 
 const replyKey = (topic: string, id: string): string => `${topic}\u0000${id}`;
